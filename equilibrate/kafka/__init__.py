@@ -1,0 +1,1 @@
+"""Kafka access: the transport interface, its two clients, topics, the DLQ and the embedded broker."""

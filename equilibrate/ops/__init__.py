@@ -1,0 +1,1 @@
+"""Running Equilibrate: embedded services, the supervisor behind `up`, health and `status`."""

@@ -1,0 +1,20 @@
+"""What `equilibrate up` runs, in start order. Each issue that adds a component adds a line here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ComponentSpec:
+    name: str
+    argv: tuple[str, ...]  # arguments after `equilibrate`
+    kind: str = "pipeline"  # "service" (broker, redis) starts first and must be ready before the rest
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def pipeline_components(*, simulator: bool = True, speed: float | None = None) -> list[ComponentSpec]:
+    """The pipeline components that exist, in the order data flows through them."""
+    specs: list[ComponentSpec] = []
+    del simulator, speed  # the simulator and pipeline components register here as they are built
+    return specs

@@ -1,0 +1,151 @@
+"""`equilibrate status`: broker and Redis health, components, consumer lag, Redis memory and keys.
+
+Exit code 0 when the broker and Redis answer and every recorded component is alive, 1 otherwise.
+Secrets never appear: URLs are shown with their password masked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import redis
+
+from equilibrate.errors import EquilibrateError
+from equilibrate.kafka.transport import make_admin
+from equilibrate.ops.heartbeat import read_heartbeats
+from equilibrate.settings import Settings, redact_url
+from equilibrate.storage.redis_client import connect
+
+
+def _kafka_health(settings: Settings) -> dict[str, Any]:
+    out: dict[str, Any] = {"bootstrap": settings.kafka_bootstrap_servers, "client": settings.kafka_client}
+    try:
+        admin = make_admin(settings)
+        try:
+            out["topics"] = admin.list_topics()
+            out["lag"] = [
+                {
+                    "group": p.group,
+                    "topic": p.topic,
+                    "partition": p.partition,
+                    "committed": p.committed,
+                    "end": p.end,
+                    "lag": p.lag,
+                }
+                for p in admin.consumer_lag()
+            ]
+        finally:
+            admin.close()
+        out["ok"] = True
+    except EquilibrateError as exc:
+        out.update(ok=False, error=str(exc))
+    except Exception as exc:  # any client error means "not healthy", reported on one line
+        out.update(ok=False, error=f"{type(exc).__name__}: {exc}")
+    return out
+
+
+def _redis_health(settings: Settings) -> tuple[dict[str, Any], redis.Redis | None]:
+    out: dict[str, Any] = {"url": redact_url(settings.redis_url)}
+    try:
+        client = connect(settings)
+        mem = client.info("memory")
+        keyspace = client.info("keyspace")
+        out.update(
+            ok=True,
+            used_memory=mem.get("used_memory"),
+            used_memory_human=mem.get("used_memory_human"),
+            keys=sum(int(db.get("keys", 0)) for db in keyspace.values() if isinstance(db, dict)),
+            customers=client.scard("eq:customers"),
+        )
+        return out, client
+    except EquilibrateError as exc:
+        out.update(ok=False, error=str(exc))
+    except redis.RedisError as exc:
+        out.update(ok=False, error=f"{type(exc).__name__}: {exc}")
+    return out, None
+
+
+def collect(settings: Settings) -> dict[str, Any]:
+    kafka = _kafka_health(settings)
+    red, client = _redis_health(settings)
+    components = read_heartbeats(client) if client is not None else []
+    supervisor_file = settings.data_dir / "run" / "supervisor.json"
+    supervisor = orjson.loads(supervisor_file.read_bytes()) if supervisor_file.exists() else None
+    healthy = bool(kafka["ok"] and red["ok"] and all(c["alive"] for c in components))
+    return {
+        "healthy": healthy,
+        "kafka": kafka,
+        "redis": red,
+        "components": components,
+        "supervisor": supervisor,
+        "checked_at": time.time(),
+    }
+
+
+def _mark(ok: bool) -> str:
+    return "OK  " if ok else "DOWN"
+
+
+def render(report: dict[str, Any]) -> str:
+    k, r = report["kafka"], report["redis"]
+    lines = [f"Equilibrate status: {'healthy' if report['healthy'] else 'NOT healthy'}", ""]
+    topics = ", ".join(f"{n}({p})" for n, p in sorted(k.get("topics", {}).items()))
+    lines.append(
+        f"  Kafka  {_mark(k['ok'])} {k['bootstrap']} [{k['client']}]  "
+        + (f"topics: {topics or 'none'}" if k["ok"] else k.get("error", ""))
+    )
+    if r["ok"]:
+        lines.append(
+            f"  Redis  {_mark(True)} {r['url']}  memory {r['used_memory_human']}, "
+            f"{r['keys']} keys, {r['customers']} customers"
+        )
+    else:
+        lines.append(f"  Redis  {_mark(False)} {r['url']}  {r.get('error', '')}")
+    sup = report.get("supervisor")
+    if sup:
+        lines += ["", f"  Supervisor pid {sup['supervisor_pid']}:"]
+        for c in sup["children"]:
+            state = f"pid {c['pid']}" if c["pid"] else "restarting"
+            lines.append(f"    {c['name']:<14} {state:<12} restarts {c['restarts']}")
+    lines += ["", "  Components (heartbeats):"]
+    if not report["components"]:
+        lines.append("    none recorded")
+    for c in report["components"]:
+        extra = " ".join(
+            f"{key}={val}"
+            for key, val in c.items()
+            if key not in {"name", "pid", "host", "started", "beat", "interval", "age_s", "alive"}
+        )
+        lines.append(f"    {c['name']:<14} {_mark(c['alive'])} pid {c['pid']:<8} beat {c['age_s']}s ago  {extra}")
+    lines += ["", "  Consumer lag:"]
+    lag = k.get("lag", [])
+    if not lag:
+        lines.append("    no consumer groups")
+    for p in lag:
+        lines.append(
+            f"    {p['group']:<28} {p['topic']}[{p['partition']}] committed {p['committed']} "
+            f"end {p['end']} lag {p['lag']}"
+        )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    report = collect(settings)
+    if args.json:
+        print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(render(report))
+    return 0 if report["healthy"] else 1
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("status", help="health of broker, Redis and components; consumer lag; Redis memory")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=run)
+
+
+__all__ = ["Path", "add_parser", "collect", "render", "run"]

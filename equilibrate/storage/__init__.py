@@ -1,0 +1,1 @@
+"""Durable state: Redis (client and embedded server), the Parquet archive and history files."""
