@@ -1,0 +1,58 @@
+"""Known customers: the set consumers check against, and each customer's static attributes.
+
+`eq:customers` (a SET) answers "is this a customer we know?" for a whole batch in one round trip
+(SMISMEMBER). Static attributes (name, city, employment, contact preferences, consents) are stored
+in the customer's profile hash `customer:{id}`, beside the live features, so
+`redis-cli hgetall customer:100` shows everything an operator needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+
+import redis
+
+KNOWN_CUSTOMERS_KEY = "eq:customers"
+BATCH = 5_000
+
+
+def profile_key(customer_id: str) -> str:
+    return f"customer:{customer_id}"
+
+
+def register(client: redis.Redis, customers: Iterable[Mapping[str, object]], *, with_attributes: bool = True) -> int:
+    """Add customers (dicts with at least `customer_id`) to the registry; return how many were given."""
+    count = 0
+    pipe = client.pipeline(transaction=False)
+    ids: list[str] = []
+    for row in customers:
+        cid = str(row["customer_id"])
+        ids.append(cid)
+        if with_attributes:
+            attrs = {k: ("" if v is None else str(v)) for k, v in row.items() if k != "customer_id"}
+            if attrs:
+                pipe.hset(profile_key(cid), mapping=attrs)  # type: ignore[arg-type]
+        count += 1
+        if len(ids) >= BATCH:
+            pipe.sadd(KNOWN_CUSTOMERS_KEY, *ids)
+            pipe.execute()
+            ids = []
+    if ids:
+        pipe.sadd(KNOWN_CUSTOMERS_KEY, *ids)
+    pipe.execute()
+    return count
+
+
+def register_ids(client: redis.Redis, customer_ids: Iterable[str]) -> int:
+    return register(client, ({"customer_id": cid} for cid in customer_ids), with_attributes=False)
+
+
+def known(client: redis.Redis, customer_ids: Sequence[str]) -> list[bool]:
+    """Membership of each id, in order, in one round trip."""
+    if not customer_ids:
+        return []
+    return [bool(x) for x in client.smismember(KNOWN_CUSTOMERS_KEY, list(customer_ids))]
+
+
+def count(client: redis.Redis) -> int:
+    return int(client.scard(KNOWN_CUSTOMERS_KEY))
