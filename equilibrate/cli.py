@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "equilibrate.kafka.broker",
     "equilibrate.storage.redis_server",
     "equilibrate.kafka.roundtrip",
+    "equilibrate.storage.archive",
 )
 
 

@@ -43,6 +43,13 @@ class Settings(BaseSettings):
     topic_risk_events: str = "risk-events"
     topic_interventions: str = "interventions"
 
+    # --- Ingest (every consumer of `transactions`) ----------------------------------------
+    #: Reject events for customers missing from the registry (`eq:customers`) to the DLQ.
+    validate_customers: bool = True
+    consume_batch: int = Field(default=5_000, ge=1, le=100_000)
+    archive_flush_rows: int = Field(default=100_000, ge=1, le=10_000_000)
+    archive_flush_interval_s: float = Field(default=2.0, gt=0, le=3600)
+
     # --- Redis -------------------------------------------------------------------------------
     redis_url: str = "redis://127.0.0.1:6379/0"
 

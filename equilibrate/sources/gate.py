@@ -1,0 +1,98 @@
+"""The ingest gate every transaction consumer applies: valid, known customer, not a duplicate.
+
+Pure logic: the known-customer lookup is injected (one call per batch), so the archive and the
+feature engine apply exactly the same rules, and tests can run it without Redis.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+from equilibrate.errors import InvalidEventError
+from equilibrate.kafka.transport import Record
+from equilibrate.schema import Transaction, parse_transaction
+
+KnownLookup = Callable[[Sequence[str]], list[bool]]
+
+
+class RecentIds:
+    """Bounded memory of recently accepted txn ids (oldest forgotten first).
+
+    Duplicates come from producer retries and from exports that repeat rows: both arrive close
+    together, so a window of recent ids catches them without keeping every id ever seen.
+    """
+
+    def __init__(self, capacity: int = 2_000_000) -> None:
+        self.capacity = capacity
+        self._order: deque[str] = deque()
+        self._ids: set[str] = set()
+
+    def __contains__(self, txn_id: object) -> bool:
+        return txn_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, txn_id: str) -> None:
+        if txn_id in self._ids:
+            return
+        self._ids.add(txn_id)
+        self._order.append(txn_id)
+        if len(self._order) > self.capacity:
+            self._ids.discard(self._order.popleft())
+
+    def extend(self, txn_ids: Iterable[str]) -> None:
+        for txn_id in txn_ids:
+            self.add(txn_id)
+
+
+@dataclass(slots=True, frozen=True)
+class Accepted:
+    record: Record
+    txn: Transaction
+
+
+@dataclass(slots=True, frozen=True)
+class Rejected:
+    record: Record
+    reason: str
+    detail: str
+
+
+class IngestGate:
+    """Splits a consumed batch into accepted transactions and rejections with a reason.
+
+    Reasons: the schema's codes (not_json, bad_amount, bad_direction, bad_timestamp, missing_*...),
+    `unknown_customer` and `duplicate_txn_id`.
+    """
+
+    def __init__(self, known: KnownLookup | None, recent: RecentIds | None = None) -> None:
+        self.known = known
+        self.recent = recent if recent is not None else RecentIds()
+
+    def check(self, records: Sequence[Record]) -> tuple[list[Accepted], list[Rejected]]:
+        parsed: list[Accepted] = []
+        rejected: list[Rejected] = []
+        for rec in records:
+            if rec.value is None:
+                rejected.append(Rejected(rec, "empty_message", "message has no value"))
+                continue
+            try:
+                parsed.append(Accepted(rec, parse_transaction(rec.value)))
+            except InvalidEventError as exc:
+                rejected.append(Rejected(rec, exc.reason, exc.detail))
+        if self.known is not None and parsed:
+            flags = self.known([a.txn.customer_id for a in parsed])
+            unknown = [a for a, ok in zip(parsed, flags, strict=True) if not ok]
+            rejected += [Rejected(a.record, "unknown_customer", f"customer_id {a.txn.customer_id!r}") for a in unknown]
+            parsed = [a for a, ok in zip(parsed, flags, strict=True) if ok]
+        accepted: list[Accepted] = []
+        for a in parsed:
+            if a.txn.txn_id in self.recent:
+                rejected.append(Rejected(a.record, "duplicate_txn_id", f"txn_id {a.txn.txn_id!r} seen before"))
+                continue
+            self.recent.add(a.txn.txn_id)
+            accepted.append(a)
+        return accepted, rejected
