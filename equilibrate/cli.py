@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "equilibrate.storage.redis_server",
     "equilibrate.kafka.roundtrip",
     "equilibrate.storage.archive",
+    "equilibrate.features.command",
 )
 
 

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     #: Reject events for customers missing from the registry (`eq:customers`) to the DLQ.
     validate_customers: bool = True
     consume_batch: int = Field(default=5_000, ge=1, le=100_000)
+    features_batch: int = Field(default=20_000, ge=1, le=200_000)
+    features_poll_s: float = Field(default=0.05, gt=0, le=10)
     archive_flush_rows: int = Field(default=100_000, ge=1, le=10_000_000)
     archive_flush_interval_s: float = Field(default=2.0, gt=0, le=3600)
 

@@ -15,6 +15,9 @@ class ComponentSpec:
 
 def pipeline_components(*, simulator: bool = True, speed: float | None = None) -> list[ComponentSpec]:
     """The pipeline components that exist, in the order data flows through them."""
-    specs: list[ComponentSpec] = [ComponentSpec("archive", ("archive",))]
+    specs: list[ComponentSpec] = [
+        ComponentSpec("archive", ("archive",)),
+        ComponentSpec("features", ("features",)),
+    ]
     del simulator, speed  # the simulator registers here once it exists
     return specs

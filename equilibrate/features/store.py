@@ -1,0 +1,166 @@
+"""Redis layout of the feature engine, and its one atomic write per batch.
+
+    customer:{id}                          HASH   live profile (features; other components add fields)
+    cstate:{id}                            STRING packed rolling state (features/state.py)
+    eq:features:offset:{topic}:{partition} STRING next offset to consume (the engine's own offsets)
+    eq:features:watermark                  HASH   {topic}:{partition} -> newest event time (ms) seen
+    eq:dirty                               SET    customers whose profile changed (risk engine takes them)
+    eq:features:stats                      HASH   counters (events, late events dropped, fenced batches)
+
+A batch's state, profiles, dirty marks, watermarks and offsets are written in one MULTI/EXEC.
+The offset keys of the batch's partitions are WATCHed and checked against what this process last
+wrote: if another process took the partition over and wrote first, the transaction is refused
+(`FencedError`) and this process drops the batch instead of applying it twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import redis
+
+from equilibrate.errors import EquilibrateError
+from equilibrate.kafka.transport import TopicPartition
+
+STATE_PREFIX = "cstate:"
+PROFILE_PREFIX = "customer:"
+OFFSET_PREFIX = "eq:features:offset:"
+WATERMARK_KEY = "eq:features:watermark"
+DIRTY_KEY = "eq:dirty"
+STATS_KEY = "eq:features:stats"
+
+
+class FencedError(EquilibrateError):
+    """Another engine process wrote this partition's offsets first: this batch must not land."""
+
+
+def state_key(customer_id: str) -> str:
+    return STATE_PREFIX + customer_id
+
+
+def profile_key(customer_id: str) -> str:
+    return PROFILE_PREFIX + customer_id
+
+
+def offset_key(tp: TopicPartition) -> str:
+    return f"{OFFSET_PREFIX}{tp[0]}:{tp[1]}"
+
+
+def read_offsets(client: redis.Redis, parts: Sequence[TopicPartition]) -> dict[TopicPartition, int | None]:
+    if not parts:
+        return {}
+    values = client.mget([offset_key(tp) for tp in parts])
+    return {tp: (int(v) if v is not None else None) for tp, v in zip(parts, values, strict=True)}
+
+
+def load_states(client: redis.Redis, customer_ids: Sequence[str]) -> list[bytes | None]:
+    if not customer_ids:
+        return []
+    return [
+        b if isinstance(b, bytes) or b is None else b.encode()
+        for b in client.mget([state_key(c) for c in customer_ids])
+    ]
+
+
+def watermark_ms(client: redis.Redis) -> int | None:
+    """The stream watermark: the newest event time any partition has delivered."""
+    values = client.hvals(WATERMARK_KEY)
+    return max((int(v) for v in values), default=None)
+
+
+@dataclass
+class BatchWrite:
+    """Everything one consumed batch changes, written together or not at all."""
+
+    customer_ids: list[str] = field(default_factory=list)
+    blobs: list[bytes] = field(default_factory=list)
+    profiles: list[list[object]] = field(default_factory=list)
+    offsets: dict[TopicPartition, int] = field(default_factory=dict)  # next offset per partition
+    expected: dict[TopicPartition, int | None] = field(default_factory=dict)  # what we last wrote
+    watermarks: dict[TopicPartition, int] = field(default_factory=dict)
+    stats: dict[str, int] = field(default_factory=dict)
+
+
+def commit_batch(client: redis.Redis, batch: BatchWrite) -> None:
+    """Write one batch atomically, fenced on the partitions' offsets. Raises FencedError."""
+    keys = [offset_key(tp) for tp in batch.offsets]
+    with client.pipeline(transaction=True) as pipe:
+        try:
+            if keys:
+                pipe.watch(*keys)  # type: ignore[no-untyped-call]
+                current = pipe.mget(keys)
+                for tp, value in zip(batch.offsets, current, strict=True):
+                    if (None if value is None else int(value)) != batch.expected.get(tp):
+                        raise FencedError(f"{tp[0]}[{tp[1]}] was written by another process (at {value!r})")
+            pipe.multi()
+            _queue_profiles(pipe, batch.customer_ids, batch.blobs, batch.profiles)
+            if batch.offsets:
+                pipe.mset({offset_key(tp): off for tp, off in batch.offsets.items()})
+            _queue_watermarks(pipe, batch.watermarks)
+            for name, n in batch.stats.items():
+                if n:
+                    pipe.hincrby(STATS_KEY, name, n)
+            pipe.execute()
+        except redis.WatchError:
+            raise FencedError("partition offsets changed during the batch") from None
+
+
+def _queue_profiles(
+    pipe: redis.client.Pipeline,
+    customer_ids: Sequence[str],
+    blobs: Sequence[bytes],
+    profiles: Sequence[Sequence[object]],
+) -> None:
+    for cid, blob, flat in zip(customer_ids, blobs, profiles, strict=True):
+        pipe.set(state_key(cid), blob)
+        pipe.execute_command("HSET", profile_key(cid), *flat)  # type: ignore[no-untyped-call]
+    if customer_ids:
+        pipe.sadd(DIRTY_KEY, *customer_ids)
+
+
+def _queue_watermarks(pipe: redis.client.Pipeline, watermarks: dict[TopicPartition, int]) -> None:
+    # Watermarks only move forward; each partition has one writer, guarded by the offset fence.
+    if watermarks:
+        pipe.hset(WATERMARK_KEY, mapping={f"{t}:{p}": ms for (t, p), ms in watermarks.items()})
+
+
+def write_rebuilt(
+    client: redis.Redis,
+    customer_ids: Sequence[str],
+    blobs: Sequence[bytes],
+    profiles: Sequence[Sequence[object]],
+    chunk: int = 2_000,
+) -> None:
+    """Batch path: write rebuilt profiles in chunks (not one huge transaction)."""
+    for start in range(0, len(customer_ids), chunk):
+        with client.pipeline(transaction=True) as pipe:
+            end = start + chunk
+            _queue_profiles(pipe, customer_ids[start:end], blobs[start:end], profiles[start:end])
+            pipe.execute()
+
+
+def set_positions(
+    client: redis.Redis, offsets: dict[TopicPartition, int], watermarks: dict[TopicPartition, int]
+) -> None:
+    with client.pipeline(transaction=True) as pipe:
+        if offsets:
+            pipe.mset({offset_key(tp): off for tp, off in offsets.items()})
+        _queue_watermarks(pipe, watermarks)
+        pipe.execute()
+
+
+def take_dirty(client: redis.Redis, count: int) -> list[str]:
+    """Atomically remove and return up to `count` changed customers (for the risk engine)."""
+    popped = client.spop(DIRTY_KEY, count)
+    ids: list[bytes | str] = list(popped) if isinstance(popped, list) else []
+    return sorted(x.decode() if isinstance(x, bytes) else x for x in ids)
+
+
+def read_profiles(client: redis.Redis, customer_ids: Iterable[str]) -> dict[str, dict[str, str]]:
+    ids = list(customer_ids)
+    with client.pipeline(transaction=False) as pipe:
+        for cid in ids:
+            pipe.hgetall(profile_key(cid))
+        rows = pipe.execute()
+    return {cid: {k.decode(): v.decode() for k, v in row.items()} for cid, row in zip(ids, rows, strict=True)}
