@@ -210,31 +210,32 @@ def compute(records: Records, as_of: npt.NDArray[np.int64] | None = None) -> dic
     return f
 
 
+#: Every field the feature engine writes to `customer:{id}`, in the order of `format_profiles` rows.
+PROFILE_FIELDS: tuple[str, ...] = (*FEATURES, "last_txn_ts", "updated_at", "feature_version")
+
+
 def format_profiles(
     records: Records,
     feats: dict[str, F64],
     updated_at: datetime | None = None,
 ) -> list[list[object]]:
-    """Each customer's profile as a flat [field, value, ...] list for HSET.
+    """Each customer's profile values, in PROFILE_FIELDS order (for HSET).
 
     Values are native ints and floats rounded to 2 decimals; Redis stores their shortest repr.
     """
     n = len(records)
-    width = 2 * (len(FEATURES) + 3)
-    table = np.empty((n, width), dtype=object)
+    table = np.empty((n, len(PROFILE_FIELDS)), dtype=object)
     for j, name in enumerate(FEATURES):
-        table[:, 2 * j] = name
         values = feats[name]
         if name in INTEGER_FEATURES:
-            table[:, 2 * j + 1] = values.astype(np.int64)
+            table[:, j] = values.astype(np.int64)
         else:
-            table[:, 2 * j + 1] = np.round(np.nan_to_num(values), 2) + 0.0
-    j = 2 * len(FEATURES)
-    table[:, j], table[:, j + 2], table[:, j + 4] = "last_txn_ts", "updated_at", "feature_version"
-    table[:, j + 1] = [
+            table[:, j] = np.round(np.nan_to_num(values), 2) + 0.0
+    j = len(FEATURES)
+    table[:, j] = [
         datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") for ms in records["last_ms"].tolist()
     ]
-    table[:, j + 3] = (updated_at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    table[:, j + 5] = FEATURE_VERSION
+    table[:, j + 1] = (updated_at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    table[:, j + 2] = FEATURE_VERSION
     rows: list[list[object]] = table.tolist()
     return rows

@@ -20,6 +20,7 @@ import redis
 
 from equilibrate.features import store
 from equilibrate.features.compute import compute, format_profiles
+from equilibrate.features.freshness import Freshness
 from equilibrate.features.state import apply_events, pack, to_arrays, unpack_many
 from equilibrate.kafka.dlq import DeadLetters
 from equilibrate.kafka.transport import Consumer, Producer, Record, TopicPartition, make_consumer, make_producer
@@ -58,6 +59,7 @@ class FeatureEngine:
         self.heartbeat = Heartbeat(self.redis, "features", settings.heartbeat_interval_s)
         self.positions: dict[TopicPartition, int | None] = {}
         self.processed = 0
+        self.freshness = Freshness()
 
     def _new_gate(self) -> IngestGate:
         return IngestGate(self._known if self.settings.validate_customers else None, RecentIds())
@@ -102,6 +104,7 @@ class FeatureEngine:
         batch.stats = {"events": result.events, "late_dropped": result.late, "rejected": result.rejected}
         self._with_redis(lambda: self._commit(batch))
         self.positions.update(result.offsets)
+        self.freshness.record([r.timestamp_ms for r in records])
         return result
 
     def _fold(self, accepted: Sequence[Accepted], result: BatchResult, batch: store.BatchWrite) -> None:
@@ -147,16 +150,20 @@ class FeatureEngine:
                     self._commit_group(result.offsets)
                 now = time.monotonic()
                 if now - last_log >= 10 and since_log:
+                    fresh = self._with_redis(lambda: self.freshness.publish(self.redis))
                     log.info(
-                        "%d events in %.0fs (%.0f/s), %d total",
+                        "%d events in %.0fs (%.0f/s), %d total; freshness p50 %s ms, p99 %s ms",
                         since_log,
                         now - last_log,
                         since_log / (now - last_log),
                         self.processed,
+                        fresh.get("p50_ms"),
+                        fresh.get("p99_ms"),
                     )
                     last_log, since_log = now, 0
                 self.heartbeat.beat(processed=self.processed)
         finally:
+            self._with_redis(lambda: self.freshness.publish(self.redis))
             self.consumer.close()
             self.producer.close()
             self.heartbeat.clear()

@@ -20,7 +20,7 @@ import redis
 from equilibrate.features import store
 from equilibrate.features.compute import compute, format_profiles
 from equilibrate.features.state import Records, apply_events, new_records, pack, to_arrays
-from equilibrate.schema import Transaction
+from equilibrate.schema import Transaction, Txn
 from equilibrate.storage.archive_store import ArchiveStore
 
 log = logging.getLogger(__name__)
@@ -48,11 +48,11 @@ class RebuiltStates:
     late: int
 
 
-def archive_transactions(table: pa.Table, chunk: int = 50_000) -> Iterator[list[Transaction]]:
+def archive_transactions(table: pa.Table, chunk: int = 50_000) -> Iterator[list[Txn]]:
     """Archive rows back into Transactions (validated exactly as on the wire)."""
     for batch in table.select(COLUMNS).to_batches(chunk):
         rows = batch.to_pylist()
-        yield [Transaction.model_validate(row) for row in rows]
+        yield [Transaction.model_validate(row).to_txn() for row in rows]
 
 
 def fold_archive(archive: ArchiveStore, until_ms: int | None = None) -> RebuiltStates:

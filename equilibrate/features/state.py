@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from equilibrate.schema import CREDIT_REPAYMENT, DISCRETIONARY, ESSENTIAL, Category, Direction, Status, Transaction
+from equilibrate.schema import CREDIT_REPAYMENT, DISCRETIONARY, ESSENTIAL, Category, Direction, Status, Txn
 
 STATE_VERSION = 1
 LONG = 90  # days kept for 90-day features
@@ -113,7 +113,7 @@ class EventArrays:
         return len(self.cust)
 
 
-def _kind(txn: Transaction) -> int:
+def _kind(txn: Txn) -> int:
     if txn.direction is Direction.CREDIT:
         if txn.category is Category.SALARY:
             return K_SALARY
@@ -125,7 +125,7 @@ def _kind(txn: Transaction) -> int:
     return K_ATM if txn.category is Category.ATM_WITHDRAWAL else K_OTHER_DEBIT
 
 
-def to_arrays(txns: Sequence[Transaction], cust_index: Sequence[int]) -> EventArrays:
+def to_arrays(txns: Sequence[Txn], cust_index: Sequence[int]) -> EventArrays:
     n = len(txns)
     ms = np.fromiter((int(t.ts.timestamp() * 1000) for t in txns), dtype=np.int64, count=n)
     amounts = np.fromiter((t.amount for t in txns), dtype=np.float64, count=n)
@@ -143,7 +143,7 @@ def to_arrays(txns: Sequence[Transaction], cust_index: Sequence[int]) -> EventAr
     )
 
 
-def is_credit_repayment_failure(txn: Transaction) -> bool:
+def is_credit_repayment_failure(txn: Txn) -> bool:
     return txn.status is Status.FAILED and txn.category in CREDIT_REPAYMENT
 
 

@@ -17,11 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import redis
 
 from equilibrate.errors import EquilibrateError
+from equilibrate.features.compute import PROFILE_FIELDS
 from equilibrate.kafka.transport import TopicPartition
+from equilibrate.storage import resp
 
 STATE_PREFIX = "cstate:"
 PROFILE_PREFIX = "customer:"
@@ -83,46 +86,53 @@ class BatchWrite:
 
 
 def commit_batch(client: redis.Redis, batch: BatchWrite) -> None:
-    """Write one batch atomically, fenced on the partitions' offsets. Raises FencedError."""
+    """Write one batch in one MULTI/EXEC, fenced on the partitions' offsets. Raises FencedError."""
     keys = [offset_key(tp) for tp in batch.offsets]
-    with client.pipeline(transaction=True) as pipe:
-        try:
-            if keys:
-                pipe.watch(*keys)  # type: ignore[no-untyped-call]
-                current = pipe.mget(keys)
-                for tp, value in zip(batch.offsets, current, strict=True):
-                    if (None if value is None else int(value)) != batch.expected.get(tp):
-                        raise FencedError(f"{tp[0]}[{tp[1]}] was written by another process (at {value!r})")
-            pipe.multi()
-            _queue_profiles(pipe, batch.customer_ids, batch.blobs, batch.profiles)
-            if batch.offsets:
-                pipe.mset({offset_key(tp): off for tp, off in batch.offsets.items()})
-            _queue_watermarks(pipe, batch.watermarks)
-            for name, n in batch.stats.items():
-                if n:
-                    pipe.hincrby(STATS_KEY, name, n)
-            pipe.execute()
-        except redis.WatchError:
-            raise FencedError("partition offsets changed during the batch") from None
+    want = [batch.expected.get(tp) for tp in batch.offsets]
+
+    def guard(current: list[bytes | None]) -> str | None:
+        for key, value, expected in zip(keys, current, want, strict=True):
+            if (None if value is None else int(value)) != expected:
+                return f"{key} is at {value!r}, this process expected {expected}: another process owns it"
+        return None
+
+    commands = _profile_commands(batch.customer_ids, batch.blobs, batch.profiles)
+    commands += _position_commands(batch.offsets, batch.watermarks)
+    commands += [resp.command("HINCRBY", STATS_KEY, name, n) for name, n in batch.stats.items() if n]
+    try:
+        resp.fenced_transaction(client, keys, guard, commands)
+    except resp.TransactionAborted as exc:
+        raise FencedError(str(exc)) from None
 
 
-def _queue_profiles(
-    pipe: redis.client.Pipeline,
-    customer_ids: Sequence[str],
-    blobs: Sequence[bytes],
-    profiles: Sequence[Sequence[object]],
-) -> None:
-    for cid, blob, flat in zip(customer_ids, blobs, profiles, strict=True):
-        pipe.set(state_key(cid), blob)
-        pipe.execute_command("HSET", profile_key(cid), *flat)  # type: ignore[no-untyped-call]
+def _profile_commands(
+    customer_ids: Sequence[str], blobs: Sequence[bytes], profiles: Sequence[Sequence[object]]
+) -> list[bytes]:
+    out = []
+    hset = _profile_encoder()
+    for cid, blob, values in zip(customer_ids, blobs, profiles, strict=True):
+        out.append(resp.command("SET", STATE_PREFIX + cid, blob))
+        out.append(hset.encode(PROFILE_PREFIX + cid, values))
     if customer_ids:
-        pipe.sadd(DIRTY_KEY, *customer_ids)
+        out.append(resp.command("SADD", DIRTY_KEY, *customer_ids))
+    return out
 
 
-def _queue_watermarks(pipe: redis.client.Pipeline, watermarks: dict[TopicPartition, int]) -> None:
+@lru_cache(maxsize=1)
+def _profile_encoder() -> resp.RowEncoder:
+    return resp.RowEncoder("HSET", PROFILE_FIELDS)
+
+
+def _position_commands(offsets: dict[TopicPartition, int], watermarks: dict[TopicPartition, int]) -> list[bytes]:
     # Watermarks only move forward; each partition has one writer, guarded by the offset fence.
+    out = []
+    if offsets:
+        out.append(resp.command("MSET", *(x for tp, off in offsets.items() for x in (offset_key(tp), off))))
     if watermarks:
-        pipe.hset(WATERMARK_KEY, mapping={f"{t}:{p}": ms for (t, p), ms in watermarks.items()})
+        out.append(
+            resp.command("HSET", WATERMARK_KEY, *(x for (t, p), ms in watermarks.items() for x in (f"{t}:{p}", ms)))
+        )
+    return out
 
 
 def write_rebuilt(
@@ -132,22 +142,23 @@ def write_rebuilt(
     profiles: Sequence[Sequence[object]],
     chunk: int = 2_000,
 ) -> None:
-    """Batch path: write rebuilt profiles in chunks (not one huge transaction)."""
+    """Batch path: write rebuilt profiles in chunks (one MULTI/EXEC each, not one huge one)."""
     for start in range(0, len(customer_ids), chunk):
-        with client.pipeline(transaction=True) as pipe:
-            end = start + chunk
-            _queue_profiles(pipe, customer_ids[start:end], blobs[start:end], profiles[start:end])
-            pipe.execute()
+        end = start + chunk
+        commands = _profile_commands(customer_ids[start:end], blobs[start:end], profiles[start:end])
+        resp.fenced_transaction(client, [], _no_guard, commands)
 
 
 def set_positions(
     client: redis.Redis, offsets: dict[TopicPartition, int], watermarks: dict[TopicPartition, int]
 ) -> None:
-    with client.pipeline(transaction=True) as pipe:
-        if offsets:
-            pipe.mset({offset_key(tp): off for tp, off in offsets.items()})
-        _queue_watermarks(pipe, watermarks)
-        pipe.execute()
+    commands = _position_commands(offsets, watermarks)
+    if commands:
+        resp.fenced_transaction(client, [], _no_guard, commands)
+
+
+def _no_guard(_values: list[bytes | None]) -> str | None:
+    return None
 
 
 def take_dirty(client: redis.Redis, count: int) -> list[str]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from equilibrate.errors import InvalidEventError
 from equilibrate.kafka.transport import Record
-from equilibrate.schema import Transaction, parse_transaction
+from equilibrate.schema import Txn, parse_transaction
 
 KnownLookup = Callable[[Sequence[str]], list[bool]]
 
@@ -51,7 +51,7 @@ class RecentIds:
 @dataclass(slots=True, frozen=True)
 class Accepted:
     record: Record
-    txn: Transaction
+    txn: Txn
 
 
 @dataclass(slots=True, frozen=True)

@@ -26,7 +26,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from equilibrate.schema import Transaction
+from equilibrate.schema import Txn
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ class ArchiveState:
 
 @dataclass(slots=True)
 class PendingRow:
-    txn: Transaction
+    txn: Txn
     partition: int
     offset: int
 

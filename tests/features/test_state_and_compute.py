@@ -9,19 +9,19 @@ from typing import Any
 import numpy as np
 import pytest
 
-from equilibrate.features.compute import FEATURES, compute, format_profiles
+from equilibrate.features.compute import FEATURES, PROFILE_FIELDS, compute, format_profiles
 from equilibrate.features.state import apply_events, new_records, pack, to_arrays, unpack_many
-from equilibrate.schema import Transaction, parse_transaction
+from equilibrate.schema import Txn, parse_transaction
 from tests.factories import encode, stream, txn
 
 DAY0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
-def _t(day: int, *, hour: int = 12, **kw: Any) -> Transaction:
+def _t(day: int, *, hour: int = 12, **kw: Any) -> Txn:
     return parse_transaction(encode(txn(at=DAY0 + timedelta(days=day, hours=hour - 12), **kw)))
 
 
-def _fold(txns: list[Transaction], batch: int = 10_000) -> tuple[np.ndarray, int, list[str]]:
+def _fold(txns: list[Txn], batch: int = 10_000) -> tuple[np.ndarray, int, list[str]]:
     ids = sorted({t.customer_id for t in txns})
     index = {c: i for i, c in enumerate(ids)}
     records = new_records(len(ids))
@@ -32,13 +32,13 @@ def _fold(txns: list[Transaction], batch: int = 10_000) -> tuple[np.ndarray, int
     return records, late, ids
 
 
-def _features(txns: list[Transaction], as_of_day: int | None = None) -> dict[str, float]:
+def _features(txns: list[Txn], as_of_day: int | None = None) -> dict[str, float]:
     records, _, _ = _fold(txns)
     as_of = None if as_of_day is None else np.array([(DAY0.date().toordinal() - 719163) + as_of_day])
     return {k: float(v[0]) for k, v in compute(records, as_of).items()}
 
 
-def _salary_history(days: int, monthly: float = 2000.0, stop_after: int | None = None) -> list[Transaction]:
+def _salary_history(days: int, monthly: float = 2000.0, stop_after: int | None = None) -> list[Txn]:
     out = []
     for d in range(days):
         if d % 30 == 0 and (stop_after is None or d < stop_after):
@@ -131,8 +131,8 @@ def test_pack_round_trip_and_profile_fields() -> None:
     again = unpack_many([pack(records[0]), None])
     assert again[0].tobytes() == records[0].tobytes()
     assert again[1]["last_ms"] == -1
-    flat = format_profiles(records, compute(records))[0]
-    fields = dict(zip(flat[0::2], flat[1::2], strict=True))
+    row = format_profiles(records, compute(records))[0]
+    fields = dict(zip(PROFILE_FIELDS, row, strict=True))
     assert set(FEATURES) <= set(fields)
     assert {"last_txn_ts", "updated_at", "feature_version"} <= set(fields)
     assert len(pack(records[0])) < 1000
