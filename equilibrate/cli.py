@@ -27,6 +27,8 @@ COMMAND_MODULES = (
     "equilibrate.kafka.roundtrip",
     "equilibrate.storage.archive",
     "equilibrate.features.command",
+    "equilibrate.sources.replay",
+    "equilibrate.sources.produce",
 )
 
 

@@ -20,3 +20,7 @@ def configure(level: str = "INFO", component: str | None = None) -> None:
     )
     for noisy in ("kafka", "urllib3", "faker"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
+    # librdkafka logs every retry; its error callbacks already report each problem once.
+    logging.getLogger("equilibrate.kafka.librdkafka").setLevel(
+        logging.DEBUG if logging.getLogger().level <= logging.DEBUG else logging.CRITICAL
+    )

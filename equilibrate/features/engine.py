@@ -139,12 +139,21 @@ class FeatureEngine:
             while not self.stop:
                 records = self.consumer.consume(self.settings.features_batch, self.settings.features_poll_s)
                 if records:
+                    received = time.time()
                     try:
                         result = self.process(records)
                     except store.FencedError as exc:
                         log.warning("batch dropped, partition owned elsewhere (%s); rejoining the group", exc)
                         self._rejoin()
                         continue
+                    if log.isEnabledFor(logging.DEBUG):
+                        oldest = min(r.timestamp_ms for r in records) / 1000
+                        log.debug(
+                            "batch %d: oldest waited %.0f ms before consume, processed in %.0f ms",
+                            len(records),
+                            (received - oldest) * 1000,
+                            (time.time() - received) * 1000,
+                        )
                     self.processed += result.events
                     since_log += result.events
                     self._commit_group(result.offsets)
@@ -171,7 +180,7 @@ class FeatureEngine:
     def _commit_group(self, offsets: dict[TopicPartition, int]) -> None:
         """Group offsets are for lag display only: Redis holds the truth."""
         try:
-            self.consumer.commit(offsets)
+            self.consumer.commit(offsets, wait=False)
         except Exception as exc:
             log.debug("group offset commit skipped: %s", exc)
 

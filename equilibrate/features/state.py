@@ -14,10 +14,10 @@ stream and a rebuild from the archive reach the same record.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import lz4.block
 import numpy as np
 import numpy.typing as npt
 
@@ -81,18 +81,32 @@ def new_records(n: int) -> Records:
     return rec
 
 
+CODEC_LZ4 = b"\x01"
+
+
 def pack(record: np.void) -> bytes:
-    """One record as stored in Redis: zlib-compressed (mostly-zero rings shrink several-fold)."""
-    return zlib.compress(record.tobytes(), 1)
+    """One record as stored in Redis: a codec byte, then LZ4 (the mostly-zero rings shrink ~3x).
+
+    LZ4 rather than zlib: zlib sets up its state on every call, which cost 30 us a record and made
+    the feature engine's per-customer work twice as slow; LZ4 takes 4 us for ~25% more bytes.
+    """
+    packed: bytes = lz4.block.compress(record.tobytes(), store_size=False)
+    return CODEC_LZ4 + packed
 
 
 def unpack_many(blobs: Sequence[bytes | None]) -> Records:
     """Records for a batch of customers; a missing blob is a new customer."""
-    out = new_records(len(blobs))
-    for i, blob in enumerate(blobs):
-        if blob is not None:
-            out[i] = np.frombuffer(zlib.decompress(blob), dtype=STATE_DTYPE)[0]
-    return out
+    size = STATE_DTYPE.itemsize
+    blank = new_records(1).tobytes()
+    parts = []
+    for blob in blobs:
+        if blob is None:
+            parts.append(blank)
+        elif blob[:1] == CODEC_LZ4:
+            parts.append(lz4.block.decompress(blob[1:], uncompressed_size=size))
+        else:
+            raise ValueError(f"unknown state codec {blob[:1]!r}")
+    return np.frombuffer(b"".join(parts), dtype=STATE_DTYPE).copy()
 
 
 @dataclass(slots=True)

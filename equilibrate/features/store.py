@@ -108,13 +108,16 @@ def commit_batch(client: redis.Redis, batch: BatchWrite) -> None:
 def _profile_commands(
     customer_ids: Sequence[str], blobs: Sequence[bytes], profiles: Sequence[Sequence[object]]
 ) -> list[bytes]:
-    out = []
+    if not customer_ids:
+        return []
     hset = _profile_encoder()
-    for cid, blob, values in zip(customer_ids, blobs, profiles, strict=True):
-        out.append(resp.command("SET", STATE_PREFIX + cid, blob))
-        out.append(hset.encode(PROFILE_PREFIX + cid, values))
-    if customer_ids:
-        out.append(resp.command("SADD", DIRTY_KEY, *customer_ids))
+    out = [hset.encode(PROFILE_PREFIX + cid, values) for cid, values in zip(customer_ids, profiles, strict=True)]
+    out.append(
+        resp.command(
+            "MSET", *(x for cid, blob in zip(customer_ids, blobs, strict=True) for x in (STATE_PREFIX + cid, blob))
+        )
+    )
+    out.append(resp.command("SADD", DIRTY_KEY, *customer_ids))
     return out
 
 

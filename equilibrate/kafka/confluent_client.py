@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,20 +25,29 @@ from equilibrate.kafka.transport import TopicPartition as TPKey
 from equilibrate.settings import Settings
 
 log = logging.getLogger(__name__)
+#: librdkafka's own log lines (one per retry when a broker is down) go here instead of stderr; the
+#: error callbacks above report each problem once. Shown with LOG_LEVEL=DEBUG.
+_LIBRDKAFKA_LOG = logging.getLogger("equilibrate.kafka.librdkafka")
 
 
 class _ErrorLogger:
-    """Logs client-level errors once per change of state, not once per retry."""
+    """Logs a client-level error once per kind, not once per retry (librdkafka retries by itself).
 
-    def __init__(self, who: str) -> None:
+    A kind already reported is reported again only after `quiet_s`, so a broker that stays down
+    gives a reminder a minute, not a line every 50 ms.
+    """
+
+    def __init__(self, who: str, quiet_s: float = 60.0) -> None:
         self.who = who
-        self.last: str | None = None
+        self.quiet_s = quiet_s
+        self.reported: dict[int, float] = {}
 
     def __call__(self, err: KafkaError) -> None:
-        text = err.str()
-        if text != self.last:
-            self.last = text
-            log.warning("%s: kafka %s", self.who, text)
+        now = time.monotonic()
+        code = err.code()
+        if now - self.reported.get(code, -self.quiet_s) >= self.quiet_s:
+            self.reported[code] = now
+            log.warning("%s: kafka %s", self.who, err.str())
 
 
 class ConfluentProducer:
@@ -54,6 +64,7 @@ class ConfluentProducer:
             "batch.num.messages": 10_000,
             "message.timeout.ms": 120_000,
             "error_cb": _ErrorLogger(f"producer {client_id}"),
+            "logger": _LIBRDKAFKA_LOG,
             **security_options(settings),
         }
         self._producer = Producer(conf)
@@ -103,6 +114,7 @@ class ConfluentConsumer:
             "heartbeat.interval.ms": heartbeat,
             "fetch.wait.max.ms": 50,
             "error_cb": _ErrorLogger(f"consumer {group_id}"),
+            "logger": _LIBRDKAFKA_LOG,
             **security_options(settings),
         }
         self._consumer = Consumer(conf)
@@ -140,10 +152,13 @@ class ConfluentConsumer:
             out.append(Record(topic, partition, offset, msg.key(), msg.value(), msg.timestamp()[1]))
         return out
 
-    def commit(self, offsets: dict[TPKey, int]) -> None:
+    def commit(self, offsets: dict[TPKey, int], *, wait: bool = True) -> None:
         if offsets:
             tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-            self._consumer.commit(offsets=tps, asynchronous=False)
+            if wait:
+                self._consumer.commit(offsets=tps, asynchronous=False)
+            else:
+                self._consumer.commit(offsets=tps, asynchronous=True)
 
     def assignment(self) -> list[TPKey]:
         return [(tp.topic, tp.partition) for tp in self._consumer.assignment()]

@@ -124,11 +124,13 @@ class KafkaPythonConsumer:
             out.extend(Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp) for r in records)
         return out
 
-    def commit(self, offsets: dict[TPKey, int]) -> None:
+    def commit(self, offsets: dict[TPKey, int], *, wait: bool = True) -> None:
         if offsets:
-            self._consumer.commit(
-                {KTopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
-            )
+            commits = {KTopicPartition(t, p): OffsetAndMetadata(o, "", -1) for (t, p), o in offsets.items()}
+            if wait:
+                self._consumer.commit(commits)
+            else:
+                self._consumer.commit_async(commits)
 
     def assignment(self) -> list[TPKey]:
         return [(tp.topic, tp.partition) for tp in self._consumer.assignment()]

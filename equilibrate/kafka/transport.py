@@ -69,8 +69,8 @@ class Consumer(Protocol):
 
     def consume(self, max_records: int, timeout: float) -> list[Record]: ...
 
-    def commit(self, offsets: dict[TopicPartition, int]) -> None:
-        """Commit the next offset to read for each partition, synchronously."""
+    def commit(self, offsets: dict[TopicPartition, int], *, wait: bool = True) -> None:
+        """Commit the next offset to read for each partition (wait=False: fire and forget)."""
 
     def assignment(self) -> list[TopicPartition]: ...
 

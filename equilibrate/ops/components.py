@@ -13,11 +13,23 @@ class ComponentSpec:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def pipeline_components(*, simulator: bool = True, speed: float | None = None) -> list[ComponentSpec]:
+DEMO_BACKFILL_DAYS = 90
+
+
+def pipeline_components(
+    *, simulator: bool = True, speed: float | None = None, customers: int | None = None
+) -> list[ComponentSpec]:
     """The pipeline components that exist, in the order data flows through them."""
-    specs: list[ComponentSpec] = [
+    specs: list[ComponentSpec] = []
+    if simulator:
+        argv = ["produce", "--backfill-days", str(DEMO_BACKFILL_DAYS)]
+        if speed is not None:
+            argv += ["--speed", str(speed)]
+        if customers is not None:
+            argv += ["--customers", str(customers)]
+        specs.append(ComponentSpec("produce", tuple(argv)))
+    specs += [
         ComponentSpec("archive", ("archive",)),
         ComponentSpec("features", ("features",)),
     ]
-    del simulator, speed  # the simulator registers here once it exists
     return specs

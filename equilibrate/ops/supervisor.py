@@ -168,6 +168,35 @@ class Supervisor:
         self.state_file.unlink(missing_ok=True)
 
 
+def start_clean_if_stale(settings: Settings) -> None:
+    """Both services embedded: a new, empty broker beside a Redis that remembers an earlier run.
+
+    The earlier run's offsets and profiles refer to events the memory-only broker no longer has,
+    and a simulator with the same seed would send the same history again, counting it twice. So
+    start clean: flush the embedded Redis and move the old archive aside (nothing is deleted).
+    """
+    from equilibrate.features.store import WATERMARK_KEY
+    from equilibrate.storage.archive import archive_root
+    from equilibrate.storage.redis_client import connect
+
+    client = connect(settings)
+    try:
+        if not client.exists(WATERMARK_KEY):
+            return
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        archive = archive_root(settings)
+        if archive.exists():
+            archive.rename(archive.with_name(f"archive.{stamp}"))
+        client.flushdb()
+        log.warning(
+            "the embedded broker starts empty: cleared the embedded Redis of the previous run's state "
+            "(previous archive kept as %s)",
+            archive.with_name(f"archive.{stamp}"),
+        )
+    finally:
+        client.close()
+
+
 def service_specs(settings: Settings) -> list[ComponentSpec]:
     """The embedded broker and Redis, where no external ones are configured."""
     specs = []
@@ -188,13 +217,15 @@ def service_specs(settings: Settings) -> list[ComponentSpec]:
 
 def run(args: argparse.Namespace, settings: Settings) -> int:
     specs = service_specs(settings)
-    specs += pipeline_components(simulator=not args.no_simulator, speed=args.speed)
+    specs += pipeline_components(simulator=not args.no_simulator, speed=args.speed, customers=args.customers)
     sup = Supervisor(settings, specs, state_file=settings.data_dir / "run" / "supervisor.json")
     signal.signal(signal.SIGINT, sup.request_stop)
     signal.signal(signal.SIGTERM, sup.request_stop)
     started = time.monotonic()
     try:
         sup.start_services()
+        if {s.name for s in specs} >= {"broker", "redis"}:
+            start_clean_if_stale(settings)
         ensure_topics(settings)
     except BaseException:
         sup.shutdown()
@@ -215,4 +246,5 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser("up", help="start broker, Redis and every pipeline component, supervised")
     p.add_argument("--no-simulator", action="store_true", help="do not start the transaction simulator")
     p.add_argument("--speed", type=float, default=None, help="simulated seconds per real second")
+    p.add_argument("--customers", type=int, default=None, help="simulated customers (default 5000)")
     p.set_defaults(func=run)

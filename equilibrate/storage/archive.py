@@ -126,7 +126,7 @@ class Archiver:
             topic, _, part = key.rpartition(":")
             commits[(topic, int(part))] = off
         try:
-            self.consumer.commit(commits)
+            self.consumer.commit(commits, wait=False)
         except Exception as exc:  # the manifest already holds the truth; lag display only
             log.debug("group offset commit skipped: %s", exc)
         log.debug("flush %d: %d rows", self.store.state.seq, len(self.pending))

@@ -13,6 +13,12 @@ from functools import lru_cache
 from itertools import chain
 
 import redis
+from redis.connection import Connection
+
+try:
+    from redis._parsers.hiredis import NOT_ENOUGH_DATA
+except ImportError:  # pragma: no cover - redis-py without the hiredis parser module
+    NOT_ENOUGH_DATA = object()
 
 Arg = bytes | str | int | float
 #: Inspects the watched keys' current values; returns a problem to abort, or None to go on.
@@ -68,6 +74,28 @@ class RowEncoder:
         return self._head.encode() + b"$%d\r\n%s\r\n" % (len(raw_key), raw_key) + (self._body % args).encode()
 
 
+def _read_replies(conn: Connection, count: int) -> list[object]:
+    """Read `count` replies; with hiredis, straight from its reader (one C call per reply).
+
+    redis-py's read_response costs a few microseconds of Python per reply, and a batch's
+    transaction answers +QUEUED once per command. An error reply raises ResponseError.
+    """
+    parser = getattr(conn, "_parser", None)
+    reader = getattr(parser, "_reader", None)
+    if parser is None or reader is None or not hasattr(parser, "read_from_socket"):
+        return [conn.read_response() for _ in range(count)]
+    out: list[object] = []
+    while len(out) < count:
+        reply = reader.gets()
+        if reply is NOT_ENOUGH_DATA or reply is False:
+            parser.read_from_socket()
+            continue
+        if isinstance(reply, Exception):
+            raise redis.ResponseError(str(reply))
+        out.append(reply)
+    return out
+
+
 class TransactionAborted(redis.WatchError):
     """A WATCHed key changed (or a guard failed) before EXEC: nothing was written."""
 
@@ -98,10 +126,7 @@ def fenced_transaction(
                 raise TransactionAborted(problem)
         payload = b"*1\r\n$5\r\nMULTI\r\n" + b"".join(commands) + b"*1\r\n$4\r\nEXEC\r\n"
         conn.send_packed_command([payload])  # type: ignore[no-untyped-call]
-        conn.read_response()  # +OK for MULTI
-        for _ in commands:
-            conn.read_response()  # +QUEUED (a queue-time error raises here; EXEC then aborts)
-        replies = conn.read_response()
+        replies = _read_replies(conn, len(commands) + 2)[-1]  # +OK, +QUEUED per command, then EXEC's
         if replies is None:
             raise TransactionAborted("a watched key changed before EXEC")
         return list(replies) if isinstance(replies, list) else []
