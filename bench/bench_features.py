@@ -61,10 +61,10 @@ START = datetime(2026, 1, 1, tzinfo=UTC)
 def _settings(bootstrap: str, redis_port: int, db: int, client: str = "confluent") -> Settings:
     suffix = uuid.uuid4().hex[:6]
     return Settings(
-        _env_file=None,  # type: ignore[call-arg]
+        _env_file=None,
         kafka_bootstrap_servers=bootstrap,
         redis_url=f"redis://127.0.0.1:{redis_port}/{db}",
-        kafka_client=client,  # type: ignore[arg-type]
+        kafka_client=client,
         topic_transactions=f"bench-txn-{suffix}",
         topic_dlq=f"bench-dlq-{suffix}",
         kafka_partitions=4,
@@ -180,7 +180,7 @@ def freshness(settings: Settings, sim: Simulator, rate: int, seconds: int, env_d
     time.sleep(3)
     proc.send_signal(signal.SIGTERM)
     proc.wait(30)
-    stats = {k.decode(): float(v) for k, v in client.hgetall(LATENCY_KEY).items()}
+    stats = {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in client.hgetall(LATENCY_KEY).items()}
     client.close()
     return {"offered_per_s": rate, "seconds": seconds, "sent": sent, **stats}
 
@@ -266,7 +266,7 @@ def main() -> None:
                 "partitions": 4,
                 "broker": "Tansu (embedded)",
                 "features_batch": Settings(_env_file=None).features_batch,
-            }  # type: ignore[call-arg]
+            }
             result["machine"] = {
                 "nproc": os.cpu_count(),
                 "python": platform.python_version(),

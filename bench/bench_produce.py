@@ -87,7 +87,7 @@ def main() -> int:
     port = free_port()
     broker = start_broker("127.0.0.1", port, quiet=True)
     try:
-        settings = Settings(_env_file=None, kafka_bootstrap_servers=f"127.0.0.1:{port}", kafka_partitions=4)  # type: ignore[call-arg]
+        settings = Settings(_env_file=None, kafka_bootstrap_servers=f"127.0.0.1:{port}", kafka_partitions=4)
         sent, failed, produce_s = _produce(settings, Simulator(customers, args.seed, start, truth), args.days)
     finally:
         stop(broker)

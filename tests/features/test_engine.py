@@ -132,3 +132,26 @@ def test_kill_9_at_any_moment_then_restart_equals_a_clean_rebuild(
         assert proc.wait(30) == 0
     assert _events_done(redis_client) == len(events)  # nothing counted twice
     _assert_equal_to_rebuild(services, tmp_path, redis_client, events, _archive_of(tmp_path, events))
+
+
+def test_two_engines_split_partitions_and_survive_losing_one(
+    services: Services, settings: Settings, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    settings = settings.model_copy(update={"features_batch": 200})
+    events = varied_stream(80, 60, seed=21, late_fraction=0.02)
+    customer_registry.register_ids(redis_client, sorted({e["customer_id"] for e in events}))
+    log = tmp_path / "features.log"
+    first = start_component(settings, "features", log_path=log)
+    second = start_component(settings, "features", log_path=log)
+    _produce(settings, events)
+    try:
+        wait_until(lambda: _events_done(redis_client) >= len(events) // 5, 90, "both engines working", interval=0.02)
+        second.kill()  # its partitions move to the first engine after the session timeout
+        second.wait(10)
+        wait_until(lambda: _events_done(redis_client) >= len(events), 120, "the survivor finished the work")
+    finally:
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(30) == 0
+    assert _events_done(redis_client) == len(events)
+    assert "Traceback" not in log.read_text()
+    _assert_equal_to_rebuild(services, tmp_path, redis_client, events, _archive_of(tmp_path, events))
