@@ -15,9 +15,13 @@ import orjson
 import redis
 
 from equilibrate.errors import EquilibrateError
+from equilibrate.features.freshness import LATENCY_KEY
+from equilibrate.features.store import STATS_KEY, WATERMARK_KEY
+from equilibrate.kafka.dlq import DLQ_COUNTS_KEY
 from equilibrate.kafka.transport import make_admin
 from equilibrate.ops.heartbeat import read_heartbeats
 from equilibrate.settings import Settings, redact_url
+from equilibrate.storage.customer_registry import KNOWN_CUSTOMERS_KEY
 from equilibrate.storage.redis_client import connect
 
 
@@ -59,7 +63,11 @@ def _redis_health(settings: Settings) -> tuple[dict[str, Any], redis.Redis | Non
             used_memory=mem.get("used_memory"),
             used_memory_human=mem.get("used_memory_human"),
             keys=sum(int(db.get("keys", 0)) for db in keyspace.values() if isinstance(db, dict)),
-            customers=client.scard("eq:customers"),
+            customers=client.scard(KNOWN_CUSTOMERS_KEY),
+            dlq=_decoded(client.hgetall(DLQ_COUNTS_KEY)),
+            features=_decoded(client.hgetall(STATS_KEY)),
+            freshness=_decoded(client.hgetall(LATENCY_KEY)),
+            watermark_ms=max((int(v) for v in client.hvals(WATERMARK_KEY)), default=None),
         )
         return out, client
     except EquilibrateError as exc:
@@ -67,6 +75,13 @@ def _redis_health(settings: Settings) -> tuple[dict[str, Any], redis.Redis | Non
     except redis.RedisError as exc:
         out.update(ok=False, error=f"{type(exc).__name__}: {exc}")
     return out, None
+
+
+def _decoded(raw: dict[Any, Any]) -> dict[str, str]:
+    return {
+        (k.decode() if isinstance(k, bytes) else str(k)): (v.decode() if isinstance(v, bytes) else str(v))
+        for k, v in raw.items()
+    }
 
 
 def collect(settings: Settings) -> dict[str, Any]:
@@ -105,6 +120,20 @@ def render(report: dict[str, Any]) -> str:
         )
     else:
         lines.append(f"  Redis  {_mark(False)} {r['url']}  {r.get('error', '')}")
+    if r["ok"]:
+        feats, fresh = r.get("features") or {}, r.get("freshness") or {}
+        if feats:
+            mark = r.get("watermark_ms")
+            when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(mark / 1000)) if mark else "-"
+            lines.append(
+                f"  Features: {feats.get('events', 0)} events, {feats.get('late_dropped', 0)} too late, "
+                f"watermark {when} UTC, freshness p50 {fresh.get('p50_ms', '-')} ms "
+                f"p99 {fresh.get('p99_ms', '-')} ms"
+            )
+        dlq = r.get("dlq") or {}
+        total = sum(int(v) for v in dlq.values())
+        detail = ", ".join(f"{k} {v}" for k, v in sorted(dlq.items()))
+        lines.append(f"  Dead letters: {total}" + (f" ({detail})" if detail else ""))
     sup = report.get("supervisor")
     if sup:
         lines += ["", f"  Supervisor pid {sup['supervisor_pid']}:"]
