@@ -139,18 +139,18 @@ class ConfluentConsumer:
         self._consumer.subscribe(list(topics), on_assign=_assign, on_revoke=_revoke, on_lost=_revoke)
 
     def consume(self, max_records: int, timeout: float) -> list[Record]:
-        out: list[Record] = []
-        for msg in self._consumer.consume(max_records, timeout):
-            err = msg.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consume error on %s[%s]: %s", msg.topic(), msg.partition(), err.str())
-                continue
-            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-            if topic is None or partition is None or offset is None:  # only error events lack them
-                continue
-            out.append(Record(topic, partition, offset, msg.key(), msg.value(), msg.timestamp()[1]))
-        return out
+        messages = self._consumer.consume(max_records, timeout)
+        try:  # the common case: no error events in the batch, one list comprehension
+            return [
+                Record(m.topic(), m.partition(), m.offset(), m.key(), m.value(), m.timestamp()[1])  # type: ignore[arg-type]
+                for m in messages
+                if m.error() is None
+            ]
+        finally:
+            for m in messages:
+                err = m.error()
+                if err is not None and err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("consume error on %s[%s]: %s", m.topic(), m.partition(), err.str())
 
     def commit(self, offsets: dict[TPKey, int], *, wait: bool = True) -> None:
         if offsets:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from equilibrate.settings import Settings
@@ -20,9 +20,8 @@ OnAssign = Callable[[list[TopicPartition]], dict[TopicPartition, int | None]]
 OnRevoke = Callable[[list[TopicPartition]], None]
 
 
-@dataclass(slots=True, frozen=True)
-class Record:
-    """One consumed message."""
+class Record(NamedTuple):
+    """One consumed message (a NamedTuple: consumers build hundreds of thousands a second)."""
 
     topic: str
     partition: int
