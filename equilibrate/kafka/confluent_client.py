@@ -170,14 +170,22 @@ class ConfluentConsumer:
 class ConfluentAdmin:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers, **security_options(settings)})
+        conf = {
+            "bootstrap.servers": settings.kafka_bootstrap_servers,
+            "logger": _LIBRDKAFKA_LOG,
+            "error_cb": _ErrorLogger("admin"),
+            **security_options(settings),
+        }
+        self._admin = AdminClient(conf)
 
     def list_topics(self) -> dict[str, int]:
         try:
             meta = self._admin.list_topics(timeout=5)
         except KafkaException as exc:
+            reason = exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else str(exc)
             raise ServiceUnavailableError(
-                f"Kafka broker at {self._settings.kafka_bootstrap_servers} does not answer ({exc.args[0]})"
+                f"Kafka broker at {self._settings.kafka_bootstrap_servers} does not answer ({reason}): "
+                "run `equilibrate broker` or set KAFKA_BOOTSTRAP_SERVERS"
             ) from None
         return {name: len(t.partitions) for name, t in meta.topics.items() if not name.startswith("__")}
 

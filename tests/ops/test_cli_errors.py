@@ -70,3 +70,13 @@ def test_status_reports_down_services_without_traceback(tmp_path: Path) -> None:
     assert "NOT healthy" in result.stdout
     assert "Redis  DOWN" in result.stdout
     assert "Kafka  DOWN" in result.stdout
+
+
+def test_components_say_what_to_run_when_the_broker_is_down(tmp_path: Path) -> None:
+    env = {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}", "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    for component in ("features", "archive"):
+        result = run_cli(component, env=env, cwd=tmp_path, timeout=60)
+        assert result.returncode == 2, component
+        assert "%3|" not in result.stderr  # librdkafka's own retry lines stay out of the operator's way
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        _assert_one_clear_line(result.stderr, "does not answer", "equilibrate broker")
