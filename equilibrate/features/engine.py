@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -22,7 +23,7 @@ from equilibrate.features import store
 from equilibrate.features.compute import compute, format_profiles
 from equilibrate.features.freshness import Freshness
 from equilibrate.features.state import apply_events, pack, to_arrays, unpack_many
-from equilibrate.kafka.dlq import DeadLetters
+from equilibrate.kafka.dlq import DLQ_COUNTS_KEY, DeadLetters
 from equilibrate.kafka.transport import Consumer, Producer, Record, TopicPartition, make_consumer, make_producer
 from equilibrate.ops.heartbeat import Heartbeat
 from equilibrate.ops.stopping import StopFlag
@@ -44,6 +45,17 @@ class BatchResult:
     late: int = 0
     customers: int = 0
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    produced_ms: list[int] = field(default_factory=list)
+    seq: int = 0
+    committed_at: float = 0.0  # wall clock when Redis confirmed the batch (for freshness)
+
+
+@dataclass
+class _InFlight:
+    """The one batch whose Redis transaction is running on the writer thread."""
+
+    future: Future[None]
+    result: BatchResult
 
 
 class FeatureEngine:
@@ -60,6 +72,13 @@ class FeatureEngine:
         self.positions: dict[TopicPartition, int | None] = {}
         self.processed = 0
         self.freshness = Freshness()
+        # Commits run on one writer thread so the next batch's CPU work overlaps this batch's Redis
+        # round trip (Redis applies it on the other core). At most one is in flight; states it is
+        # still writing are read from `_pending`, never from Redis.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="features-writer")
+        self._inflight: _InFlight | None = None
+        self._pending: dict[str, tuple[int, bytes]] = {}
+        self._seq = 0
 
     def _new_gate(self) -> IngestGate:
         return IngestGate(self._known if self.settings.validate_customers else None, RecentIds())
@@ -76,6 +95,7 @@ class FeatureEngine:
 
     # -- partition ownership -------------------------------------------------------------------
     def _on_assign(self, parts: list[TopicPartition]) -> dict[TopicPartition, int | None]:
+        self._drain_quietly()  # offsets read below must include the commit in flight
         offsets = self._with_redis(lambda: store.read_offsets(self.redis, parts))
         self.positions.update(offsets)
         log.info(
@@ -84,28 +104,64 @@ class FeatureEngine:
         return offsets
 
     def _on_revoke(self, parts: list[TopicPartition]) -> None:
+        self._drain_quietly()
         for tp in parts:
             self.positions.pop(tp, None)
 
     # -- the batch -----------------------------------------------------------------------------
-    def process(self, records: Sequence[Record]) -> BatchResult:
-        """Apply one consumed batch; raises store.FencedError if another process owns a partition."""
-        result = BatchResult()
+    def process(self, records: Sequence[Record]) -> BatchResult | None:
+        """Fold one batch and hand its commit to the writer.
+
+        Returns the batch whose commit completed meanwhile (None if there was none). Raises
+        store.FencedError when that commit was refused: another process owns a partition, and this
+        batch, built on top of it, is discarded too.
+        """
+        self._seq += 1
+        result = BatchResult(seq=self._seq)
         accepted, rejected = self.gate.check(records)
         for rej in rejected:
             self.dead.reject(rej.record, rej.reason, rej.detail)
         result.rejected = len(rejected)
         for rec in records:
             result.offsets[(rec.topic, rec.partition)] = rec.offset + 1
+        result.produced_ms = [r.timestamp_ms for r in records]
         batch = store.BatchWrite(offsets=result.offsets, expected={tp: self.positions.get(tp) for tp in result.offsets})
         self._fold(accepted, result, batch)
         if rejected and self.producer.flush(30):
             log.error("dead-letter records not delivered before commit")
         batch.stats = {"events": result.events, "late_dropped": result.late, "rejected": result.rejected}
-        self._with_redis(lambda: self._commit(batch))
-        self.positions.update(result.offsets)
-        self.freshness.record([r.timestamp_ms for r in records])
-        return result
+        dlq_counts = dict(self.dead.pending)
+        self.dead.pending.clear()
+        finished = self._drain()
+        self.positions.update(result.offsets)  # the next batch expects what this one will write
+        for cid, blob in zip(batch.customer_ids, batch.blobs, strict=True):
+            self._pending[cid] = (result.seq, blob)
+        future = self._writer.submit(self._with_redis, lambda: self._commit(batch, dlq_counts, result))
+        self._inflight = _InFlight(future, result)
+        return finished
+
+    def _drain(self) -> BatchResult | None:
+        """Wait for the commit in flight; forget its pending states once Redis has them."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is None:
+            return None
+        try:
+            inflight.future.result()
+        except store.FencedError:
+            self._pending.clear()
+            raise
+        done = inflight.result
+        for cid in [c for c, (seq, _) in self._pending.items() if seq == done.seq]:
+            del self._pending[cid]
+        self.freshness.record(done.produced_ms, done.committed_at)
+        self.processed += done.events
+        return done
+
+    def _drain_quietly(self) -> None:
+        try:
+            self._drain()
+        except store.FencedError as exc:
+            log.warning("a batch was refused during a rebalance (%s); its events will be read again", exc)
 
     def _fold(self, accepted: Sequence[Accepted], result: BatchResult, batch: store.BatchWrite) -> None:
         if not accepted:
@@ -113,7 +169,7 @@ class FeatureEngine:
         index: dict[str, int] = {}
         cust = [index.setdefault(a.txn.customer_id, len(index)) for a in accepted]
         ids = list(index)
-        states = unpack_many(self._with_redis(lambda: store.load_states(self.redis, ids)))
+        states = unpack_many(self._load_states(ids))
         events = to_arrays([a.txn for a in accepted], cust)
         result.late = apply_events(states, events)
         result.events, result.customers = len(accepted), len(ids)
@@ -125,11 +181,20 @@ class FeatureEngine:
         batch.blobs = [pack(r) for r in states]
         batch.profiles = format_profiles(states, compute(states))
 
-    def _commit(self, batch: store.BatchWrite) -> None:
+    def _load_states(self, ids: list[str]) -> list[bytes | None]:
+        pending = self._pending
+        missing = [cid for cid in ids if cid not in pending]
+        loaded = dict(zip(missing, self._with_redis(lambda: store.load_states(self.redis, missing)), strict=True))
+        return [pending[cid][1] if cid in pending else loaded[cid] for cid in ids]
+
+    def _commit(self, batch: store.BatchWrite, dlq_counts: dict[str, int], result: BatchResult) -> None:
         store.commit_batch(self.redis, batch)
-        pipe = self.redis.pipeline(transaction=False)
-        self.dead.add_counts_to(pipe)
-        pipe.execute()
+        result.committed_at = time.time()
+        if dlq_counts:
+            pipe = self.redis.pipeline(transaction=False)
+            for reason, n in dlq_counts.items():
+                pipe.hincrby(DLQ_COUNTS_KEY, f"{self.dead.component}:{reason}", n)
+            pipe.execute()
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self) -> None:
@@ -154,9 +219,19 @@ class FeatureEngine:
                             (received - oldest) * 1000,
                             (time.time() - received) * 1000,
                         )
-                    self.processed += result.events
-                    since_log += result.events
-                    self._commit_group(result.offsets)
+                    if result is not None:
+                        since_log += result.events
+                        self._commit_group(result.offsets)
+                elif self._inflight is not None and self._inflight.future.done():
+                    try:
+                        done = self._drain()
+                    except store.FencedError as exc:
+                        log.warning("batch dropped, partition owned elsewhere (%s); rejoining the group", exc)
+                        self._rejoin()
+                        continue
+                    if done is not None:
+                        since_log += done.events
+                        self._commit_group(done.offsets)
                 now = time.monotonic()
                 if now - last_log >= 10 and since_log:
                     fresh = self._with_redis(lambda: self.freshness.publish(self.redis))
@@ -172,6 +247,8 @@ class FeatureEngine:
                     last_log, since_log = now, 0
                 self.heartbeat.beat(processed=self.processed)
         finally:
+            self._drain_quietly()
+            self._writer.shutdown(wait=True)
             self._with_redis(lambda: self.freshness.publish(self.redis))
             self.consumer.close()
             self.producer.close()
@@ -185,6 +262,8 @@ class FeatureEngine:
             log.debug("group offset commit skipped: %s", exc)
 
     def _rejoin(self) -> None:
+        self._inflight = None
+        self._pending.clear()
         self.consumer.close()
         self.positions.clear()
         self.gate = self._new_gate()  # the dropped batch's ids must not count as seen
