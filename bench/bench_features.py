@@ -144,7 +144,7 @@ def freshness(settings: Settings, sim: Simulator, rate: int, seconds: int, env_d
         "LOG_LEVEL": os.environ.get("BENCH_ENGINE_LOG", "WARNING"),
     }
     proc = subprocess.Popen([sys.executable, "-m", "equilibrate", "features"], env=env)
-    producer = make_producer(settings, linger_ms=1)
+    producer = make_producer(settings)  # the default 5 ms linger, as every Equilibrate producer uses
     # warm-up: wait until the group has formed and the engine has applied a first event
     client = redis.Redis.from_url(settings.redis_url)
     warm = next(sim.days(1))
