@@ -96,29 +96,28 @@ def commit_batch(client: redis.Redis, batch: BatchWrite) -> None:
                 return f"{key} is at {value!r}, this process expected {expected}: another process owns it"
         return None
 
-    commands = _profile_commands(batch.customer_ids, batch.blobs, batch.profiles)
-    commands += _position_commands(batch.offsets, batch.watermarks)
-    commands += [resp.command("HINCRBY", STATS_KEY, name, n) for name, n in batch.stats.items() if n]
+    commands, count = _profile_commands(batch.customer_ids, batch.blobs, batch.profiles)
+    extra = _position_commands(batch.offsets, batch.watermarks)
+    extra += [resp.command("HINCRBY", STATS_KEY, name, n) for name, n in batch.stats.items() if n]
+    commands += extra
+    count += len(extra)
     try:
-        resp.fenced_transaction(client, keys, guard, commands)
+        resp.fenced_transaction(client, keys, guard, commands, count)
     except resp.TransactionAborted as exc:
         raise FencedError(str(exc)) from None
 
 
 def _profile_commands(
     customer_ids: Sequence[str], blobs: Sequence[bytes], profiles: Sequence[Sequence[object]]
-) -> list[bytes]:
+) -> tuple[list[bytes], int]:
+    """The batch's profile writes as RESP: one HSET per customer, one MSET of states, one SADD."""
     if not customer_ids:
-        return []
-    hset = _profile_encoder()
-    out = [hset.encode(PROFILE_PREFIX + cid, values) for cid, values in zip(customer_ids, profiles, strict=True)]
-    out.append(
-        resp.command(
-            "MSET", *(x for cid, blob in zip(customer_ids, blobs, strict=True) for x in (STATE_PREFIX + cid, blob))
-        )
+        return [], 0
+    hsets = _profile_encoder().encode_many([PROFILE_PREFIX + cid for cid in customer_ids], profiles)
+    states = resp.command(
+        "MSET", *(x for cid, blob in zip(customer_ids, blobs, strict=True) for x in (STATE_PREFIX + cid, blob))
     )
-    out.append(resp.command("SADD", DIRTY_KEY, *customer_ids))
-    return out
+    return [hsets, states, resp.command("SADD", DIRTY_KEY, *customer_ids)], len(customer_ids) + 2
 
 
 @lru_cache(maxsize=1)
@@ -148,8 +147,8 @@ def write_rebuilt(
     """Batch path: write rebuilt profiles in chunks (one MULTI/EXEC each, not one huge one)."""
     for start in range(0, len(customer_ids), chunk):
         end = start + chunk
-        commands = _profile_commands(customer_ids[start:end], blobs[start:end], profiles[start:end])
-        resp.fenced_transaction(client, [], _no_guard, commands)
+        commands, count = _profile_commands(customer_ids[start:end], blobs[start:end], profiles[start:end])
+        resp.fenced_transaction(client, [], _no_guard, commands, count)
 
 
 def set_positions(

@@ -57,7 +57,8 @@ class RowEncoder:
 
     The field names are baked into one %-template, so each row costs a few C-level calls
     (str of each value, their lengths, one formatting) instead of one Python call per argument.
-    Values must be ASCII when written with str() (numbers, ISO timestamps, codes).
+    Rows whose text is all ASCII (numbers, ISO timestamps, codes) take the fast path; any other
+    text is encoded byte-exactly by the general path.
     """
 
     def __init__(self, command_name: str, fields: Sequence[str]) -> None:
@@ -66,12 +67,33 @@ class RowEncoder:
         body = "".join(f"${len(f.encode())}\r\n{f.replace('%', '%%')}\r\n$%d\r\n%s\r\n" for f in fields)
         self._head = head
         self._body = body
+        self._name = command_name
+
+    def encode_many(self, keys: Sequence[str], rows: Sequence[Sequence[object]]) -> bytes:
+        """Many rows' commands as one byte string: a single %-format over the whole batch.
+
+        Equal to joining `encode(key, row)` for each row; the per-row Python work shrinks to
+        splicing the key into an argument list.
+        """
+        if not keys:
+            return b""
+        texts = list(map(str, chain.from_iterable(rows)))
+        flat = list(chain.from_iterable(zip(map(len, texts), texts, strict=True)))
+        width = 2 * len(self.fields)
+        args: list[object] = []
+        for i, key in enumerate(keys):
+            args += (len(key.encode()), key)
+            args += flat[i * width : (i + 1) * width]
+        template = (self._head + "$%d\r\n%s\r\n" + self._body) * len(keys)
+        text = template % tuple(args)
+        if text.isascii():  # lengths above count characters: exact only when they are bytes
+            return text.encode()
+        return b"".join(self.encode(k, row) for k, row in zip(keys, rows, strict=True))
 
     def encode(self, key: str, values: Sequence[object]) -> bytes:
-        texts = list(map(str, values))
-        args = tuple(chain.from_iterable(zip(map(len, texts), texts, strict=True)))
-        raw_key = key.encode()
-        return self._head.encode() + b"$%d\r\n%s\r\n" % (len(raw_key), raw_key) + (self._body % args).encode()
+        """One row, byte-exact for any text (the general path)."""
+        pairs = chain.from_iterable(zip(self.fields, (str(v) for v in values), strict=True))
+        return command(self._name, key, *pairs)
 
 
 def _read_replies(conn: Connection, count: int) -> list[object]:
@@ -105,8 +127,11 @@ def fenced_transaction(
     watch: Sequence[str],
     guard: Guard,
     commands: Sequence[bytes],
+    count: int | None = None,
 ) -> list[object]:
     """WATCH `watch`, let `guard` check their values (MGET), then MULTI + commands + EXEC.
+
+    `count` is the number of commands when an element of `commands` packs several.
 
     Raises TransactionAborted when the guard refuses or EXEC is aborted; connection errors
     propagate (the connection is dropped, never reused half-read).
@@ -126,7 +151,8 @@ def fenced_transaction(
                 raise TransactionAborted(problem)
         payload = b"*1\r\n$5\r\nMULTI\r\n" + b"".join(commands) + b"*1\r\n$4\r\nEXEC\r\n"
         conn.send_packed_command([payload])  # type: ignore[no-untyped-call]
-        replies = _read_replies(conn, len(commands) + 2)[-1]  # +OK, +QUEUED per command, then EXEC's
+        n = len(commands) if count is None else count
+        replies = _read_replies(conn, n + 2)[-1]  # +OK, +QUEUED per command, then EXEC's
         if replies is None:
             raise TransactionAborted("a watched key changed before EXEC")
         return list(replies) if isinstance(replies, list) else []
