@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from equilibrate.errors import InvalidEventError
 
 SCHEMA_VERSION: Literal[1] = 1
+#: Larger balances are data errors (and would overflow the engine's integer pennies).
+MAX_BALANCE = 1e12
 
 
 class Category(StrEnum):
@@ -90,7 +92,7 @@ class Transaction(BaseModel):
     category: Category
     channel: Channel = Channel.OTHER
     merchant: Annotated[str, Field(max_length=200)] = ""
-    balance_after: Annotated[float, Field(allow_inf_nan=False)]
+    balance_after: Annotated[float, Field(gt=-MAX_BALANCE, lt=MAX_BALANCE, allow_inf_nan=False)]
     currency: Annotated[str, Field(min_length=3, max_length=3)] = "GBP"
     status: Status = Status.OK
     schema_version: Literal[1] = SCHEMA_VERSION
@@ -103,7 +105,10 @@ class Transaction(BaseModel):
             raise ValueError("timestamp must carry a UTC offset (e.g. 2026-01-31T09:15:00Z)")
         if not offset:
             return value.replace(tzinfo=UTC)  # already UTC: much cheaper than astimezone
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("timestamp is out of range once converted to UTC") from None
 
     @property
     def is_payment_failed(self) -> bool:
@@ -220,11 +225,14 @@ def _fast(d: dict[str, Any]) -> Txn | None:
         return None
     if type(amount) not in (float, int) or type(bal) not in (float, int) or not 0 < amount < 1e10:
         return None
-    if not (math.isfinite(amount) and math.isfinite(bal)) or _ISO_UTCISH.fullmatch(ts) is None:
+    if not (math.isfinite(amount) and -MAX_BALANCE < bal < MAX_BALANCE) or _ISO_UTCISH.fullmatch(ts) is None:
         return None
-    moment = datetime.fromisoformat(ts)
-    if moment.tzinfo is not UTC:
-        moment = moment.astimezone(UTC)
+    try:  # the regex admits 2026-02-30, hour 24, non-ASCII digits...: let the model reject those
+        moment = datetime.fromisoformat(ts)
+        if moment.tzinfo is not UTC:
+            moment = moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        return None
     return Txn(
         txn_id,
         cid,

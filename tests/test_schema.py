@@ -88,3 +88,29 @@ def test_a_good_event_round_trips() -> None:
     assert parsed.amount == 12.5 and parsed.balance_after == -3.25
     assert parsed.ts.tzinfo is not None and parsed.ts.utcoffset().total_seconds() == 0  # type: ignore[union-attr]
     assert Transaction.model_validate(event).to_txn() == parsed
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [
+        "2026-02-29T09:00:00Z",
+        "2026-13-01T09:00:00Z",
+        "2026-03-01T24:00:00Z",
+        "2026-03-01T09:00:60Z",
+        "2026-03-01T09:00:00+24:00",
+        "٢٠٢٦-03-01T09:00:00Z",
+        "0001-01-01T00:30:00+01:00",
+    ],
+)
+def test_impossible_times_are_rejected_not_raised(ts: str) -> None:
+    with pytest.raises(InvalidEventError) as info:
+        parse_transaction(orjson.dumps(txn(ts=ts)))
+    assert info.value.reason == "bad_timestamp"
+
+
+def test_absurd_balances_are_rejected() -> None:
+    for balance in (1e12, -1e12, 9.3e16):
+        with pytest.raises(InvalidEventError) as info:
+            parse_transaction(orjson.dumps(txn(balance_after=balance)))
+        assert info.value.reason == "bad_balance_after"
+    assert parse_transaction(orjson.dumps(txn(balance_after=-999_999_999.99))).balance_after == -999_999_999.99
