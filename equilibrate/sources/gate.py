@@ -43,6 +43,23 @@ class RecentIds:
         if len(self._order) > self.capacity:
             self._ids.discard(self._order.popleft())
 
+    def add_all_if_new(self, txn_ids: Sequence[str]) -> bool:
+        """Remember a whole batch in two set operations when every id is new and they all fit.
+
+        Returns False, changing nothing, when any id was seen before (or repeats in the batch) or
+        the window would overflow: the caller then takes the ids one by one with `add`.
+        """
+        ids = self._ids
+        if len(ids) + len(txn_ids) > self.capacity or not ids.isdisjoint(txn_ids):
+            return False
+        size = len(ids)
+        ids.update(txn_ids)
+        if len(ids) - size != len(txn_ids):
+            ids.difference_update(txn_ids)
+            return False
+        self._order.extend(txn_ids)
+        return True
+
     def extend(self, txn_ids: Iterable[str]) -> None:
         for txn_id in txn_ids:
             self.add(txn_id)

@@ -62,3 +62,13 @@ def test_recent_ids_forget_the_oldest_beyond_capacity() -> None:
     assert "a" not in recent
     assert all(x in recent for x in "bcd")
     assert len(recent) == 3
+
+
+def test_recent_ids_take_a_batch_in_bulk_only_when_all_are_new_and_fit() -> None:
+    recent = RecentIds(capacity=5)
+    assert recent.add_all_if_new(["a", "b"])
+    assert not recent.add_all_if_new(["c", "a"])  # "a" seen before: nothing changes
+    assert not recent.add_all_if_new(["d", "d"])  # repeated within the batch
+    assert not recent.add_all_if_new(["e", "f", "g", "h"])  # would overflow the window
+    assert len(recent) == 2 and "c" not in recent and "d" not in recent
+    assert recent.add_all_if_new(["c", "d", "e"]) and len(recent) == 5
