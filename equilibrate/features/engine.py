@@ -20,15 +20,16 @@ from typing import TypeVar
 import redis
 
 from equilibrate.features import store
+from equilibrate.features.columnar import ColumnarBatch, ColumnarGate
 from equilibrate.features.compute import compute, format_profiles
 from equilibrate.features.freshness import Freshness
-from equilibrate.features.state import apply_events, pack, to_arrays, unpack_many
+from equilibrate.features.state import apply_events, pack, unpack_many
 from equilibrate.kafka.dlq import DLQ_COUNTS_KEY, DeadLetters
 from equilibrate.kafka.transport import Consumer, Producer, Record, TopicPartition, make_consumer, make_producer
 from equilibrate.ops.heartbeat import Heartbeat
 from equilibrate.ops.stopping import StopFlag
 from equilibrate.settings import Settings
-from equilibrate.sources.gate import Accepted, IngestGate, RecentIds
+from equilibrate.sources.gate import RecentIds
 from equilibrate.storage import customer_registry
 from equilibrate.storage.redis_client import connect, wait_for_redis
 
@@ -80,8 +81,8 @@ class FeatureEngine:
         self._pending: dict[str, tuple[int, bytes]] = {}
         self._seq = 0
 
-    def _new_gate(self) -> IngestGate:
-        return IngestGate(self._known if self.settings.validate_customers else None, RecentIds())
+    def _new_gate(self) -> ColumnarGate:
+        return ColumnarGate(self._known if self.settings.validate_customers else None, RecentIds())
 
     def _known(self, ids: Sequence[str]) -> list[bool]:
         return self._with_redis(lambda: customer_registry.known(self.redis, ids))
@@ -118,16 +119,15 @@ class FeatureEngine:
         """
         self._seq += 1
         result = BatchResult(seq=self._seq)
-        accepted, rejected = self.gate.check(records)
-        for rej in rejected:
+        gated = self.gate.check(records)
+        for rej in gated.rejected:
             self.dead.reject(rej.record, rej.reason, rej.detail)
-        result.rejected = len(rejected)
-        for rec in records:
-            result.offsets[(rec.topic, rec.partition)] = rec.offset + 1
+        result.rejected = len(gated.rejected)
+        result.offsets = gated.offsets  # next offset per partition, from every record
         result.produced_ms = [r.timestamp_ms for r in records]
         batch = store.BatchWrite(offsets=result.offsets, expected={tp: self.positions.get(tp) for tp in result.offsets})
-        self._fold(accepted, result, batch)
-        if rejected and self.producer.flush(30):
+        self._fold(gated, result, batch)
+        if gated.rejected and self.producer.flush(30):
             log.error("dead-letter records not delivered before commit")
         batch.stats = {"events": result.events, "late_dropped": result.late, "rejected": result.rejected}
         dlq_counts = dict(self.dead.pending)
@@ -163,20 +163,14 @@ class FeatureEngine:
         except store.FencedError as exc:
             log.warning("a batch was refused during a rebalance (%s); its events will be read again", exc)
 
-    def _fold(self, accepted: Sequence[Accepted], result: BatchResult, batch: store.BatchWrite) -> None:
-        if not accepted:
+    def _fold(self, gated: ColumnarBatch, result: BatchResult, batch: store.BatchWrite) -> None:
+        if not len(gated.events):
             return
-        index: dict[str, int] = {}
-        cust = [index.setdefault(a.txn.customer_id, len(index)) for a in accepted]
-        ids = list(index)
+        ids = gated.customer_ids  # first appearance order; gated.events.cust indexes it
         states = unpack_many(self._load_states(ids))
-        events = to_arrays([a.txn for a in accepted], cust)
-        result.late = apply_events(states, events)
-        result.events, result.customers = len(accepted), len(ids)
-        for a, ms in zip(accepted, events.ms.tolist(), strict=True):
-            tp = (a.record.topic, a.record.partition)
-            if ms > batch.watermarks.get(tp, -1):
-                batch.watermarks[tp] = ms
+        result.late = apply_events(states, gated.events)
+        result.events, result.customers = len(gated.events), len(ids)
+        batch.watermarks = gated.watermarks  # newest accepted event ms per partition
         batch.customer_ids = ids
         batch.blobs = [pack(r) for r in states]
         batch.profiles = format_profiles(states, compute(states))
