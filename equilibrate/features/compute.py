@@ -49,7 +49,8 @@ FEATURES: tuple[str, ...] = (
     "txn_count_30d",
     "days_inactive",
 )
-#: Features that are whole numbers (written without decimals).
+#: Features that are whole numbers by construction (counts, days, and sums of whole currency units),
+#: written without decimals.
 INTEGER_FEATURES = frozenset(
     {
         "days_since_salary",
@@ -60,6 +61,17 @@ INTEGER_FEATURES = frozenset(
         "txn_count_7d",
         "txn_count_30d",
         "days_inactive",
+        "income_30d",
+        "spend_total_7d",
+        "spend_total_30d",
+        "spend_essential_7d",
+        "spend_essential_30d",
+        "spend_discretionary_7d",
+        "spend_discretionary_30d",
+        "atm_amount_7d",
+        "net_flow_30d",
+        "payday_credits_30d",
+        "gambling_30d",
     }
 )
 ATM_BASELINE_FLOOR = 20.0  # weekly cash baseline below which a spike ratio means little
@@ -232,9 +244,8 @@ def format_profiles(
         else:
             table[:, j] = np.round(np.nan_to_num(values), 2) + 0.0
     j = len(FEATURES)
-    table[:, j] = [
-        datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") for ms in records["last_ms"].tolist()
-    ]
+    seconds = (records["last_ms"] // 1000).astype("datetime64[s]")
+    table[:, j] = np.char.add(np.datetime_as_string(seconds, unit="s"), "Z").tolist()
     table[:, j + 1] = (updated_at or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
     table[:, j + 2] = FEATURE_VERSION
     rows: list[list[object]] = table.tolist()

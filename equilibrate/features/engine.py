@@ -136,7 +136,8 @@ class FeatureEngine:
         self.positions.update(result.offsets)  # the next batch expects what this one will write
         for cid, blob in zip(batch.customer_ids, batch.blobs, strict=True):
             self._pending[cid] = (result.seq, blob)
-        future = self._writer.submit(self._with_redis, lambda: self._commit(batch, dlq_counts, result))
+        prepared = store.prepare_commit(batch)  # encode here: the writer thread only does the I/O
+        future = self._writer.submit(self._with_redis, lambda: self._commit(prepared, dlq_counts, result))
         self._inflight = _InFlight(future, result)
         return finished
 
@@ -181,8 +182,8 @@ class FeatureEngine:
         loaded = dict(zip(missing, self._with_redis(lambda: store.load_states(self.redis, missing)), strict=True))
         return [pending[cid][1] if cid in pending else loaded[cid] for cid in ids]
 
-    def _commit(self, batch: store.BatchWrite, dlq_counts: dict[str, int], result: BatchResult) -> None:
-        store.commit_batch(self.redis, batch)
+    def _commit(self, prepared: store.PreparedCommit, dlq_counts: dict[str, int], result: BatchResult) -> None:
+        store.send_commit(self.redis, prepared)
         result.committed_at = time.time()
         if dlq_counts:
             pipe = self.redis.pipeline(transaction=False)

@@ -85,26 +85,46 @@ class BatchWrite:
     stats: dict[str, int] = field(default_factory=dict)
 
 
-def commit_batch(client: redis.Redis, batch: BatchWrite) -> None:
-    """Write one batch in one MULTI/EXEC, fenced on the partitions' offsets. Raises FencedError."""
-    keys = [offset_key(tp) for tp in batch.offsets]
-    want = [batch.expected.get(tp) for tp in batch.offsets]
+@dataclass
+class PreparedCommit:
+    """A batch encoded for its MULTI/EXEC: built on the engine's thread, sent by the writer."""
 
-    def guard(current: list[bytes | None]) -> str | None:
-        for key, value, expected in zip(keys, current, want, strict=True):
+    watch: list[str]
+    expected: list[int | None]
+    commands: list[bytes]
+    count: int
+
+    def guard(self, current: list[bytes | None]) -> str | None:
+        for key, value, expected in zip(self.watch, current, self.expected, strict=True):
             if (None if value is None else int(value)) != expected:
                 return f"{key} is at {value!r}, this process expected {expected}: another process owns it"
         return None
 
+
+def prepare_commit(batch: BatchWrite) -> PreparedCommit:
+    """Encode every write of the batch (CPU only, no I/O)."""
     commands, count = _profile_commands(batch.customer_ids, batch.blobs, batch.profiles)
     extra = _position_commands(batch.offsets, batch.watermarks)
     extra += [resp.command("HINCRBY", STATS_KEY, name, n) for name, n in batch.stats.items() if n]
-    commands += extra
-    count += len(extra)
+    return PreparedCommit(
+        watch=[offset_key(tp) for tp in batch.offsets],
+        expected=[batch.expected.get(tp) for tp in batch.offsets],
+        commands=commands + extra,
+        count=count + len(extra),
+    )
+
+
+def send_commit(client: redis.Redis, prepared: PreparedCommit) -> None:
+    """One MULTI/EXEC, fenced on the partitions' offsets (I/O only). Raises FencedError."""
     try:
-        resp.fenced_transaction(client, keys, guard, commands, count)
+        resp.fenced_transaction(client, prepared.watch, prepared.guard, prepared.commands, prepared.count)
     except resp.TransactionAborted as exc:
         raise FencedError(str(exc)) from None
+
+
+def commit_batch(client: redis.Redis, batch: BatchWrite) -> None:
+    """Write one batch in one MULTI/EXEC, fenced on the partitions' offsets. Raises FencedError."""
+    send_commit(client, prepare_commit(batch))
 
 
 def _profile_commands(
