@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 from equilibrate.ops.net import free_port
@@ -80,3 +83,23 @@ def test_components_say_what_to_run_when_the_broker_is_down(tmp_path: Path) -> N
         assert "%3|" not in result.stderr  # librdkafka's own retry lines stay out of the operator's way
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
         _assert_one_clear_line(result.stderr, "does not answer", "equilibrate broker")
+
+
+def test_output_cut_short_by_a_pipe_is_not_a_traceback(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+    }
+    status = subprocess.Popen(
+        [sys.executable, "-m", "equilibrate", "status"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert status.stdout is not None and status.stderr is not None
+    status.stdout.close()  # the reader (say `| head`) is gone before status prints a thing
+    err = status.stderr.read().decode()
+    assert status.wait(60) == 141
+    assert "Traceback" not in err
