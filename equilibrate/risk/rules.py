@@ -1,0 +1,137 @@
+"""The risk rules file: weights, thresholds, levels and hardship rules, validated at load.
+
+Every rule names a feature the feature engine computes (features/compute.py FEATURES), so no rule
+can use anything else, the simulator's persona included. A broken file refuses to load with the
+file and the field named.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from equilibrate.errors import ConfigError
+from equilibrate.features.compute import FEATURES
+
+Op = Literal[">", ">=", "<", "<=", "=="]
+
+
+def _known_feature(name: str) -> str:
+    if name not in FEATURES:
+        raise ValueError(f"unknown feature {name!r}: rules may use only the feature engine's features")
+    return name
+
+
+class Component(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    feature: str
+    at_least: list[tuple[float, int]] | None = None
+    at_most: list[tuple[float, int]] | None = None
+    text: str
+
+    @field_validator("feature")
+    @classmethod
+    def _check_feature(cls, name: str) -> str:
+        return _known_feature(name)
+
+    @model_validator(mode="after")
+    def _one_direction(self) -> Component:
+        steps = self.at_least if self.at_least is not None else self.at_most
+        if (self.at_least is None) == (self.at_most is None):
+            raise ValueError("give exactly one of at_least / at_most")
+        if not steps:
+            raise ValueError("needs at least one [threshold, points] step")
+        thresholds = [t for t, _ in steps]
+        ordered = sorted(thresholds) if self.at_least is not None else sorted(thresholds, reverse=True)
+        if thresholds != ordered:
+            raise ValueError("steps must go from the mildest to the most severe threshold")
+        return self
+
+    def points(self, value: float) -> int:
+        """Points of the most severe step reached (0 when none is)."""
+        got = 0
+        if self.at_least is not None:
+            for threshold, pts in self.at_least:
+                if value >= threshold:
+                    got = pts
+        else:
+            for threshold, pts in self.at_most or []:
+                if value <= threshold:
+                    got = pts
+        return got
+
+
+class Signal(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_points: int = Field(ge=0, le=10)
+    components: list[Component] = Field(min_length=1)
+
+
+Condition = tuple[str, Op, float]
+
+
+class HardshipRule(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: str
+    any_of: list[list[Condition]] = Field(min_length=1)
+
+    @field_validator("any_of")
+    @classmethod
+    def _features(cls, groups: list[list[Condition]]) -> list[list[Condition]]:
+        for group in groups:
+            if not group:
+                raise ValueError("an empty condition group would always hold")
+            for feature, _op, _value in group:
+                _known_feature(feature)
+        return groups
+
+
+class RiskRules(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    levels: dict[Literal["HIGH", "MEDIUM"], float]
+    signals: dict[str, Signal]
+    hardship: list[HardshipRule]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RiskRules:
+        if set(self.levels) != {"HIGH", "MEDIUM"} or self.levels["MEDIUM"] >= self.levels["HIGH"]:
+            raise ValueError("levels need MEDIUM below HIGH")
+        if sum(s.max_points for s in self.signals.values()) != 10:
+            raise ValueError("signal max_points must add up to 10 (the rule score is 0-10)")
+        return self
+
+    def level(self, score: float) -> str:
+        if score >= self.levels["HIGH"]:
+            return "HIGH"
+        return "MEDIUM" if score >= self.levels["MEDIUM"] else "LOW"
+
+
+def load_rules(path: Path | None = None) -> RiskRules:
+    """The rules at `path` (default: the packaged rules.yaml), or ConfigError naming the problem."""
+    if path is None:
+        text = importlib.resources.files("equilibrate.risk").joinpath("rules.yaml").read_text(encoding="utf-8")
+        where = "equilibrate/risk/rules.yaml"
+    else:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read risk rules {path}: {exc.strerror}") from None
+        where = str(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: not valid YAML ({exc})") from None
+    try:
+        return RiskRules.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"]) or "file"
+        raise ConfigError(f"{where}: {field}: {first['msg']}") from None
