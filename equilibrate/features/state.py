@@ -21,7 +21,7 @@ import lz4.block
 import numpy as np
 import numpy.typing as npt
 
-from equilibrate.schema import CREDIT_REPAYMENT, DISCRETIONARY, ESSENTIAL, Category, Direction, Status, Txn
+from equilibrate.schema import DISCRETIONARY, ESSENTIAL, Category, Direction, Status, Txn
 
 STATE_VERSION = 1
 LONG = 90  # days kept for 90-day features
@@ -155,10 +155,6 @@ def to_arrays(txns: Sequence[Txn], cust_index: Sequence[int]) -> EventArrays:
         failed=np.fromiter((t.status is Status.FAILED for t in txns), dtype=np.bool_, count=n),
         bal_p=np.rint(bal * 100).astype(np.int64),
     )
-
-
-def is_credit_repayment_failure(txn: Txn) -> bool:
-    return txn.status is Status.FAILED and txn.category in CREDIT_REPAYMENT
 
 
 def _shift(field: npt.NDArray[np.generic], shift: npt.NDArray[np.int64], fill: int = 0) -> npt.NDArray[np.generic]:
