@@ -54,6 +54,9 @@ ESSENTIAL = frozenset(
 DISCRETIONARY = frozenset(
     {Category.DINING, Category.ENTERTAINMENT, Category.TRAVEL, Category.SHOPPING, Category.GAMBLING}
 )
+#: Credits a household lives on, month after month: pay, pensions and benefits. Features call all
+#: of them "salary" (days since salary, salary regularity); other credits are one-off income.
+REGULAR_INCOME = frozenset({Category.SALARY, Category.BENEFITS})
 #: Repayments of the bank's own credit products: a failed one is a missed payment (delinquency).
 CREDIT_REPAYMENT = frozenset({Category.LOAN_REPAYMENT, Category.CARD_REPAYMENT})
 

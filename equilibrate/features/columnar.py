@@ -21,7 +21,6 @@ import functools
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
 from operator import attrgetter
 from typing import Any
 
@@ -29,9 +28,9 @@ import numpy as np
 import numpy.typing as npt
 
 from equilibrate.errors import InvalidEventError
-from equilibrate.features.state import EventArrays, to_arrays
+from equilibrate.features.state import EventArrays, event_columns, to_arrays
 from equilibrate.kafka.transport import Record, TopicPartition
-from equilibrate.schema import MAX_BALANCE, Category, Channel, Direction, Status, Txn, parse_transaction
+from equilibrate.schema import MAX_BALANCE, Category, Channel, Direction, Status, parse_transaction
 from equilibrate.sources.gate import KnownLookup, RecentIds, Rejected
 
 I64 = npt.NDArray[np.int64]
@@ -82,16 +81,7 @@ def _template() -> _Template:
         after = pieces[[f for f, _ in _LAYOUT].index(name) + 1]
         raw = [v.value.encode() for v in enum]
         enums[name] = [(_word(v + after), _word(v[-8:]) * (len(v) > 8), len(v) if len(v) <= 16 else -1) for v in raw]
-    epoch, shape = datetime(1970, 1, 1, tzinfo=UTC), (len(Direction), len(Category), len(Status))
-    combos = [
-        Txn("", "", epoch, 1.0, d, c, Channel.OTHER, "", 0.0, "", s, 1)
-        for d in Direction
-        for c in Category
-        for s in Status
-    ]
-    ev = to_arrays(combos, [0] * len(combos))
-    columns = (ev.kind.reshape(shape), ev.gambling.reshape(shape), ev.failed.reshape(shape))
-    return _Template(tuple(pieces), quote_at, words, enums, columns)
+    return _Template(tuple(pieces), quote_at, words, enums, event_columns())
 
 
 @dataclass(slots=True)

@@ -15,13 +15,14 @@ import numpy.typing as npt
 
 from equilibrate.features.state import LONG, RECENT, Records
 
-FEATURE_VERSION = "1"
+FEATURE_VERSION = "2"  # 2: pensions and benefits count as salary; salary_credits_90d
 F64 = npt.NDArray[np.float64]
 
 #: Every feature written to `customer:{id}`, in a stable order (also the model's default inputs).
 FEATURES: tuple[str, ...] = (
     "days_since_salary",
     "salary_regularity",
+    "salary_credits_90d",
     "income_30d",
     "income_drop_pct",
     "spend_total_7d",
@@ -54,6 +55,7 @@ FEATURES: tuple[str, ...] = (
 INTEGER_FEATURES = frozenset(
     {
         "days_since_salary",
+        "salary_credits_90d",
         "atm_count_7d",
         "negative_balance_days_30d",
         "failed_payments_30d",
@@ -74,6 +76,7 @@ INTEGER_FEATURES = frozenset(
         "gambling_30d",
     }
 )
+MIN_WEEKLY_FLEXIBLE = 25.0  # weekly day-to-day spend below which a % change means little
 ATM_BASELINE_FLOOR = 20.0  # weekly cash baseline below which a spike ratio means little
 
 
@@ -145,7 +148,9 @@ def _slope(series: F64) -> F64:
     return np.where(cnt >= 2, _ratio(cov, var), 0.0)
 
 
-def _salary_features(records: Records, k: npt.NDArray[np.int64], as_of: npt.NDArray[np.int64]) -> tuple[F64, F64]:
+def _salary_features(records: Records, k: npt.NDArray[np.int64], as_of: npt.NDArray[np.int64]) -> tuple[F64, F64, F64]:
+    """(days since salary, regularity, days with a salary credit in 90 days). "Salary" is regular
+    income: pay, pensions and benefits (schema.REGULAR_INCOME)."""
     ages = np.arange(LONG)[None, :]
     paid = (records["salary"] > 0) & (ages < (LONG - k)[:, None])
     any_paid = paid.any(axis=1)
@@ -163,7 +168,7 @@ def _salary_features(records: Records, k: npt.NDArray[np.int64], as_of: npt.NDAr
     mean = _ratio(gaps.sum(axis=1), count)
     var = _ratio((np.where(has_gap, (gaps - mean[:, None]) ** 2, 0.0)).sum(axis=1), count)
     regularity = np.where(count >= 2, np.clip(1.0 - _ratio(np.sqrt(var), mean), 0.0, 1.0), 0.0)
-    return days_since, regularity
+    return days_since, regularity, paid.sum(axis=1).astype(np.float64)
 
 
 def compute(records: Records, as_of: npt.NDArray[np.int64] | None = None) -> dict[str, F64]:
@@ -173,7 +178,7 @@ def compute(records: Records, as_of: npt.NDArray[np.int64] | None = None) -> dic
     k = as_of - base
     w = _Windows(records, k)
     f: dict[str, F64] = {}
-    f["days_since_salary"], f["salary_regularity"] = _salary_features(records, k, as_of)
+    f["days_since_salary"], f["salary_regularity"], f["salary_credits_90d"] = _salary_features(records, k, as_of)
     income = w("salary", 0, 30) + w("income_other", 0, 30)
     income_prev = w("salary", 30, 90) + w("income_other", 30, 90)
     history_days = np.minimum(as_of - records["first_day"].astype(np.int64) + 1, LONG)
@@ -194,8 +199,14 @@ def compute(records: Records, as_of: npt.NDArray[np.int64] | None = None) -> dic
     f["discretionary_ratio_30d"] = np.minimum(
         _ratio(f["spend_discretionary_30d"], f["spend_essential_30d"], default=0.0), 10.0
     )
-    prev_week = spend(7, 35)[0] / 4.0
-    f["spend_change_pct"] = np.clip(_ratio(f["spend_total_7d"] - prev_week, prev_week) * 100, -100, 1000)
+    # Day-to-day spending (discretionary and cash): monthly bills land in some weeks and not others,
+    # so a week compared with the four before says little when they are counted in.
+    def flexible(start: int, stop: int) -> F64:
+        return w("discretionary", start, stop) + w("atm_amt", start, stop)
+
+    prev_week = flexible(7, 35) / 4.0
+    change = _ratio(flexible(0, 7) - prev_week, prev_week) * 100
+    f["spend_change_pct"] = np.where(prev_week >= MIN_WEEKLY_FLEXIBLE, np.clip(change, -100, 1000), 0.0)
 
     f["atm_count_7d"] = w("atm_cnt", 0, 7)
     f["atm_amount_7d"] = w("atm_amt", 0, 7)

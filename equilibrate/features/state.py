@@ -14,14 +14,16 @@ stream and a rebuild from the archive reach the same record.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import lz4.block
 import numpy as np
 import numpy.typing as npt
 
-from equilibrate.schema import DISCRETIONARY, ESSENTIAL, Category, Direction, Status, Txn
+from equilibrate.schema import DISCRETIONARY, ESSENTIAL, REGULAR_INCOME, Category, Channel, Direction, Status, Txn
 
 STATE_VERSION = 1
 LONG = 90  # days kept for 90-day features
@@ -129,7 +131,7 @@ class EventArrays:
 
 def _kind(txn: Txn) -> int:
     if txn.direction is Direction.CREDIT:
-        if txn.category is Category.SALARY:
+        if txn.category in REGULAR_INCOME:
             return K_SALARY
         return K_PAYDAY if txn.category is Category.PAYDAY_LOAN else K_INCOME
     if txn.category in ESSENTIAL:
@@ -155,6 +157,21 @@ def to_arrays(txns: Sequence[Txn], cust_index: Sequence[int]) -> EventArrays:
         failed=np.fromiter((t.status is Status.FAILED for t in txns), dtype=np.bool_, count=n),
         bal_p=np.rint(bal * 100).astype(np.int64),
     )
+
+
+@functools.cache
+def event_columns() -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+    """`to_arrays`'s kind, gambling and failed columns for every (direction, category, status),
+    indexed by the enums' positions: for code paths that have events as codes, not Txns."""
+    epoch, shape = datetime(1970, 1, 1, tzinfo=UTC), (len(Direction), len(Category), len(Status))
+    combos = [
+        Txn("", "", epoch, 1.0, d, c, Channel.OTHER, "", 0.0, "", s, 1)
+        for d in Direction
+        for c in Category
+        for s in Status
+    ]
+    ev = to_arrays(combos, [0] * len(combos))
+    return ev.kind.reshape(shape), ev.gambling.reshape(shape), ev.failed.reshape(shape)
 
 
 def _shift(field: npt.NDArray[np.generic], shift: npt.NDArray[np.int64], fill: int = 0) -> npt.NDArray[np.generic]:

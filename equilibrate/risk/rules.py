@@ -26,18 +26,34 @@ def _known_feature(name: str) -> str:
     return name
 
 
+Condition = tuple[str, Op, float]
+
+
+def _known_conditions(group: list[Condition]) -> list[Condition]:
+    for feature, _op, _value in group:
+        _known_feature(feature)
+    return group
+
+
 class Component(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     feature: str
     at_least: list[tuple[float, int]] | None = None
     at_most: list[tuple[float, int]] | None = None
+    #: Conditions that must all hold for the component to score (e.g. a salary gap needs a salary).
+    when: list[Condition] = Field(default_factory=list)
     text: str
 
     @field_validator("feature")
     @classmethod
     def _check_feature(cls, name: str) -> str:
         return _known_feature(name)
+
+    @field_validator("when")
+    @classmethod
+    def _check_when(cls, group: list[Condition]) -> list[Condition]:
+        return _known_conditions(group)
 
     @model_validator(mode="after")
     def _one_direction(self) -> Component:
@@ -52,18 +68,9 @@ class Component(BaseModel):
             raise ValueError("steps must go from the mildest to the most severe threshold")
         return self
 
-    def points(self, value: float) -> int:
-        """Points of the most severe step reached (0 when none is)."""
-        got = 0
-        if self.at_least is not None:
-            for threshold, pts in self.at_least:
-                if value >= threshold:
-                    got = pts
-        else:
-            for threshold, pts in self.at_most or []:
-                if value <= threshold:
-                    got = pts
-        return got
+    @property
+    def steps(self) -> list[tuple[float, int]]:
+        return self.at_least if self.at_least is not None else (self.at_most or [])
 
 
 class Signal(BaseModel):
@@ -71,9 +78,6 @@ class Signal(BaseModel):
 
     max_points: int = Field(ge=0, le=10)
     components: list[Component] = Field(min_length=1)
-
-
-Condition = tuple[str, Op, float]
 
 
 class HardshipRule(BaseModel):
@@ -88,8 +92,7 @@ class HardshipRule(BaseModel):
         for group in groups:
             if not group:
                 raise ValueError("an empty condition group would always hold")
-            for feature, _op, _value in group:
-                _known_feature(feature)
+            _known_conditions(group)
         return groups
 
 

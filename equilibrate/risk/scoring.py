@@ -1,24 +1,35 @@
-"""Rule score and hardship type from a customer's features: pure functions, no I/O.
+"""Rule score and hardship type from customers' features: pure functions, no I/O.
 
-The same code serves the streaming risk engine, the periodic sweep (features evaluated at the
-watermark) and batch evaluation. Every point carries its reason in plain language.
+Vectorised over customers (numpy columns, as `features.compute.compute` returns them), so the
+streaming engine, the periodic sweep against the watermark, a full re-score and batch evaluation
+all run the same code. Every point carries its reason in plain language.
 """
 
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from equilibrate.risk.rules import Component, RiskRules
+import numpy as np
+import numpy.typing as npt
 
-_OPS: dict[str, Callable[[float, float], bool]] = {
+from equilibrate.risk.rules import Component, Condition, RiskRules
+
+F64 = npt.NDArray[np.float64]
+I64 = npt.NDArray[np.int64]
+Mask = npt.NDArray[np.bool_]
+Columns = Mapping[str, F64]
+
+_OPS: dict[str, Callable[[F64, float], Mask]] = {
     ">": operator.gt,
     ">=": operator.ge,
     "<": operator.lt,
     "<=": operator.le,
     "==": operator.eq,
 }
+#: Levels the rules can give, by code (score_table.level indexes this).
+RULE_LEVELS: tuple[str, ...] = ("LOW", "MEDIUM", "HIGH")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,41 +53,132 @@ class Hardship:
     fired: dict[str, list[str]] = field(default_factory=dict)  # type -> the conditions that held
 
 
-def _text(component: Component, value: float) -> str:
-    return component.text.format(value=value, abs_value=abs(value), pct=value * 100)
+def _column(features: Columns, name: str, n: int) -> F64:
+    values = features.get(name)
+    return np.zeros(n) if values is None else np.nan_to_num(np.asarray(values, dtype=np.float64))
+
+
+def _holds(features: Columns, group: Sequence[Condition], n: int) -> Mask:
+    mask = np.ones(n, dtype=np.bool_)
+    for feature, op, value in group:
+        mask &= _OPS[op](_column(features, feature, n), value)
+    return mask
+
+
+def _component_points(component: Component, values: F64, guard: Mask) -> I64:
+    """Points of the most severe step each value reaches (0 when none is or the guard fails)."""
+    pts = np.zeros(len(values), dtype=np.int64)
+    reached = operator.ge if component.at_least is not None else operator.le
+    for threshold, step in component.steps:  # mildest first: later steps overwrite
+        pts[reached(values, threshold)] = step
+    pts[~guard] = 0
+    return pts
+
+
+@dataclass(frozen=True)
+class ScoreTable:
+    """Rule scores of many customers: totals, levels and the points behind them."""
+
+    components: list[tuple[str, Component]]  # (signal, component), column order of `points`
+    points: I64  # (customers, components): points granted after each signal's cap
+    values: F64  # (customers, components): the feature value each component read
+    score: I64  # 0-10
+    level: I64  # index into RULE_LEVELS
+
+    def __len__(self) -> int:
+        return len(self.score)
+
+    def level_name(self, i: int) -> str:
+        return RULE_LEVELS[int(self.level[i])]
+
+    def reasons(self, i: int) -> list[Reason]:
+        """Customer i's reasons, most points first (ties in file order)."""
+        row = self.points[i]
+        out = []
+        for j in np.argsort(-row, kind="stable").tolist():
+            if row[j] <= 0:
+                break
+            signal, component = self.components[j]
+            value = float(self.values[i, j])
+            text = component.text.format(value=value, abs_value=abs(value), pct=value * 100)
+            out.append(Reason(signal, component.feature, int(row[j]), text))
+        return out
+
+
+def score_table(features: Columns, rules: RiskRules) -> ScoreTable:
+    """Points per signal (capped), their sum (0-10) and the level, for every customer at once."""
+    n = len(next(iter(features.values()))) if features else 0
+    components: list[tuple[str, Component]] = []
+    points: list[I64] = []
+    values: list[F64] = []
+    for name, signal in rules.signals.items():
+        raw = []
+        for component in signal.components:
+            value = _column(features, component.feature, n)
+            raw.append(_component_points(component, value, _holds(features, component.when, n)))
+            components.append((name, component))
+            values.append(value)
+        # Within the cap, the most severe components keep their points (stable: file order on ties).
+        pts = np.stack(raw, axis=1)
+        order = np.argsort(-pts, axis=1, kind="stable")
+        ranked = np.take_along_axis(pts, order, axis=1)
+        before = np.cumsum(ranked, axis=1) - ranked
+        granted_ranked = np.clip(signal.max_points - before, 0, ranked)
+        granted = np.empty_like(pts)
+        np.put_along_axis(granted, order, granted_ranked, axis=1)
+        points.extend(granted.T)
+    matrix = np.stack(points, axis=1) if points else np.zeros((n, 0), dtype=np.int64)
+    total = matrix.sum(axis=1)
+    level = np.where(total >= rules.levels["HIGH"], 2, np.where(total >= rules.levels["MEDIUM"], 1, 0))
+    vals = np.stack(values, axis=1) if values else np.zeros((n, 0))
+    return ScoreTable(components, matrix, vals, total, level.astype(np.int64))
+
+
+@dataclass(frozen=True)
+class HardshipTable:
+    """Hardship types of many customers: which types hold (in priority order) and the primary one."""
+
+    types: list[str]  # rules.hardship order, then "None"
+    held: Mask  # (customers, len(types) - 1)
+    group: I64  # (customers, len(types) - 1): index of the first any_of group that held, -1 if none
+    primary: I64  # index into types
+
+    def primary_name(self, i: int) -> str:
+        return self.types[int(self.primary[i])]
+
+
+def hardship_table(features: Columns, rules: RiskRules) -> HardshipTable:
+    n = len(next(iter(features.values()))) if features else 0
+    held, groups = [], []
+    for rule in rules.hardship:
+        first = np.full(n, -1, dtype=np.int64)
+        for g, group in enumerate(rule.any_of):
+            first[(first < 0) & _holds(features, group, n)] = g
+        groups.append(first)
+        held.append(first >= 0)
+    types = [r.type for r in rules.hardship] + ["None"]
+    held_m = np.stack(held, axis=1) if held else np.zeros((n, 0), dtype=np.bool_)
+    group_m = np.stack(groups, axis=1) if groups else np.zeros((n, 0), dtype=np.int64)
+    primary = np.where(held_m.any(axis=1), np.argmax(held_m, axis=1), len(types) - 1)
+    return HardshipTable(types, held_m, group_m, primary.astype(np.int64))
+
+
+def _one(features: Mapping[str, float]) -> dict[str, F64]:
+    return {name: np.array([float(value)]) for name, value in features.items()}
 
 
 def rule_score(features: Mapping[str, float], rules: RiskRules) -> RuleScore:
-    """Points per signal (capped), their sum (0-10), the level, and why."""
-    total = 0
-    reasons: list[Reason] = []
-    for name, signal in rules.signals.items():
-        earned: list[Reason] = []
-        for component in signal.components:
-            value = float(features.get(component.feature, 0.0))
-            pts = component.points(value)
-            if pts:
-                earned.append(Reason(name, component.feature, pts, _text(component, value)))
-        granted = min(signal.max_points, sum(r.points for r in earned))
-        # Keep the reasons that make up the capped points, most severe first.
-        budget = granted
-        for reason in sorted(earned, key=lambda r: -r.points):
-            if budget <= 0:
-                break
-            pts = min(reason.points, budget)
-            reasons.append(Reason(reason.signal, reason.feature, pts, reason.text))
-            budget -= pts
-        total += granted
-    return RuleScore(total, rules.level(total), reasons)
+    """One customer's rule score, level and reasons."""
+    table = score_table(_one(features), rules)
+    return RuleScore(int(table.score[0]), table.level_name(0), table.reasons(0))
 
 
 def classify_hardship(features: Mapping[str, float], rules: RiskRules) -> Hardship:
     """The first hardship type (in the file's priority order) whose conditions hold, and all that fired."""
-    fired: dict[str, list[str]] = {}
-    for rule in rules.hardship:
-        for group in rule.any_of:
-            if all(_OPS[op](float(features.get(feat, 0.0)), value) for feat, op, value in group):
-                fired[rule.type] = [f"{feat} {op} {value:g}" for feat, op, value in group]
-                break
-    primary = next(iter(fired), "None")
-    return Hardship(primary, fired)
+    table = hardship_table(_one(features), rules)
+    fired = {}
+    for t, rule in enumerate(rules.hardship):
+        g = int(table.group[0, t])
+        if g >= 0:
+            fired[rule.type] = [f"{feat} {op} {value:g}" for feat, op, value in rule.any_of[g]]
+    return Hardship(table.primary_name(0), fired)

@@ -38,11 +38,13 @@ def _features(txns: list[Txn], as_of_day: int | None = None) -> dict[str, float]
     return {k: float(v[0]) for k, v in compute(records, as_of).items()}
 
 
-def _salary_history(days: int, monthly: float = 2000.0, stop_after: int | None = None) -> list[Txn]:
+def _salary_history(
+    days: int, monthly: float = 2000.0, stop_after: int | None = None, category: str = "salary"
+) -> list[Txn]:
     out = []
     for d in range(days):
         if d % 30 == 0 and (stop_after is None or d < stop_after):
-            out.append(_t(d, hour=8, amount=monthly, direction="credit", category="salary", balance_after=2500))
+            out.append(_t(d, hour=8, amount=monthly, direction="credit", category=category, balance_after=2500))
         out.append(_t(d, amount=40, category="groceries", balance_after=2400 - d))
         if d % 3 == 0:
             out.append(_t(d, hour=19, amount=25, category="dining", balance_after=2380 - d))
@@ -63,9 +65,21 @@ def test_windows_sum_the_right_days() -> None:
     assert f["essential_share_30d"] == pytest.approx(1200 / f["spend_total_30d"], abs=0.01)
 
 
+def test_pensions_and_benefits_count_as_salary_but_other_credits_do_not() -> None:
+    benefits = _features(_salary_history(90, category="benefits"))
+    assert benefits["days_since_salary"] == 89 - 60
+    assert benefits["salary_credits_90d"] == 3
+    assert benefits["income_30d"] == 2000
+    transfers = _features(_salary_history(90, category="transfer_in"))
+    assert transfers["salary_credits_90d"] == 0
+    assert transfers["days_since_salary"] == 89  # never seen: the whole history (days since the first event)
+    assert transfers["income_30d"] == 2000  # still income
+
+
 def test_income_shock_shows_as_salary_gap_and_income_drop() -> None:
     f = _features(_salary_history(90, stop_after=45))
     assert f["days_since_salary"] == 89 - 30
+    assert f["salary_credits_90d"] == 2  # days 0 and 30
     assert f["income_30d"] == 0
     assert f["income_drop_pct"] == 100
 

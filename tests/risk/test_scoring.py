@@ -15,6 +15,7 @@ RULES = load_rules()
 STEADY = {name: 0.0 for name in FEATURES} | {
     "days_since_salary": 12,
     "salary_regularity": 0.97,
+    "salary_credits_90d": 3,
     "income_30d": 2400,
     "spend_total_30d": 1900,
     "spend_essential_30d": 1100,
@@ -43,13 +44,17 @@ def test_a_steady_customer_is_low_with_no_reasons() -> None:
         ({"days_since_salary": 36}, "salary_gap", 1),
         ({"days_since_salary": 50}, "salary_gap", 2),
         ({"days_since_salary": 75}, "salary_gap", 3),
-        ({"atm_spike": 2.5}, "withdrawal_spike", 1),
+        ({"income_drop_pct": 30}, "salary_gap", 1),
+        ({"income_drop_pct": 100, "days_since_salary": 70}, "salary_gap", 3),
+        ({"atm_spike": 3.5}, "withdrawal_spike", 1),
         ({"atm_spike": 6}, "withdrawal_spike", 2),
+        ({"atm_count_7d": 6}, "withdrawal_spike", 2),
         ({"spend_change_pct": -35}, "spending_drop", 1),
         ({"spend_change_pct": -70}, "spending_drop", 2),
         ({"days_inactive": 9}, "inactivity", 1),
         ({"essential_share_30d": 0.95}, "inactivity", 1),
         ({"failed_payments_30d": 1}, "credit_stress", 1),
+        ({"balance_trend_30d": -25}, "credit_stress", 1),
         ({"failed_payments_30d": 1, "payday_credits_30d": 300, "negative_balance_days_30d": 8}, "credit_stress", 2),
     ],
 )
@@ -61,12 +66,19 @@ def test_each_signal_scores_its_steps_and_caps(changes: dict[str, float], signal
     assert all(r.text and "{" not in r.text for r in scored.reasons)
 
 
+def test_a_salary_gap_needs_a_salary_before_it() -> None:
+    # Students and the self-employed are paid by transfer: "no salary" is their normal, not a gap.
+    never_paid = STEADY | {"days_since_salary": 90, "salary_credits_90d": 0}
+    assert rule_score(never_paid, RULES).score == 0
+    assert classify_hardship(never_paid, RULES).primary == "None"
+
+
 def test_levels_and_the_most_severe_case() -> None:
-    two = rule_score(STEADY | {"days_since_salary": 40, "atm_spike": 2.5}, RULES)
+    two = rule_score(STEADY | {"days_since_salary": 40, "atm_spike": 3.5}, RULES)
     assert (two.score, two.level) == (2, "LOW")
-    three = rule_score(STEADY | {"days_since_salary": 40, "atm_spike": 2.5, "spend_change_pct": -40}, RULES)
+    three = rule_score(STEADY | {"days_since_salary": 40, "atm_spike": 3.5, "spend_change_pct": -40}, RULES)
     assert (three.score, three.level) == (3, "MEDIUM")
-    four = rule_score(STEADY | {"days_since_salary": 50, "atm_spike": 2.5, "spend_change_pct": -40}, RULES)
+    four = rule_score(STEADY | {"days_since_salary": 50, "atm_spike": 3.5, "spend_change_pct": -40}, RULES)
     assert (four.score, four.level) == (4, "MEDIUM")
     worst = STEADY | {
         "days_since_salary": 90,
@@ -81,7 +93,7 @@ def test_levels_and_the_most_severe_case() -> None:
     assert "No salary credit for 90 days" in [r.text for r in scored.reasons]
     assert (
         rule_score(
-            STEADY | {"days_since_salary": 50, "atm_spike": 2.5, "spend_change_pct": -35, "failed_payments_30d": 1},
+            STEADY | {"days_since_salary": 50, "atm_spike": 3.5, "spend_change_pct": -35, "failed_payments_30d": 1},
             RULES,
         ).level
         == "HIGH"
