@@ -27,7 +27,10 @@ COMMAND_MODULES = (
     "equilibrate.storage.redis_server",
     "equilibrate.kafka.roundtrip",
     "equilibrate.storage.archive",
+    "equilibrate.storage.snapshot",
     "equilibrate.features.command",
+    "equilibrate.risk.command",
+    "equilibrate.risk.policy_command",
     "equilibrate.sources.replay",
     "equilibrate.sources.produce",
 )

@@ -52,6 +52,17 @@ class Settings(BaseSettings):
     archive_flush_rows: int = Field(default=100_000, ge=1, le=10_000_000)
     archive_flush_interval_s: float = Field(default=2.0, gt=0, le=3600)
 
+    # --- Risk engine (equilibrate risk) ------------------------------------------------------
+    #: Rule weights, thresholds and hardship rules (default: the packaged equilibrate/risk/rules.yaml).
+    risk_rules_file: Path | None = None
+    #: Actions and message templates per hardship and level (default: the packaged policy_templates.yaml).
+    policy_file: Path | None = None
+    risk_batch: int = Field(default=20_000, ge=1, le=200_000)
+    risk_poll_s: float = Field(default=0.1, gt=0, le=10)
+    risk_sweep_interval_s: float = Field(default=5.0, gt=0, le=3600)
+    risk_sweep_batch: int = Field(default=20_000, ge=1, le=200_000)
+    risk_changes_maxlen: int = Field(default=10_000, ge=100, le=10_000_000)
+
     # --- Redis -------------------------------------------------------------------------------
     redis_url: str = "redis://127.0.0.1:6379/0"
 
@@ -59,6 +70,10 @@ class Settings(BaseSettings):
     #: auto: start the embedded broker / redis-server when nothing answers at a loopback address.
     embedded_services: EmbeddedMode = "auto"
     redis_server_bin: str = "redis-server"
+
+    # --- History (equilibrate snapshot) ------------------------------------------------------
+    snapshot_interval_s: float = Field(default=900.0, gt=0, le=86400)
+    snapshot_batch: int = Field(default=5_000, ge=1, le=100_000)
 
     # --- Files and ports ---------------------------------------------------------------------
     data_dir: Path = Path("data")

@@ -199,6 +199,7 @@ def compute(records: Records, as_of: npt.NDArray[np.int64] | None = None) -> dic
     f["discretionary_ratio_30d"] = np.minimum(
         _ratio(f["spend_discretionary_30d"], f["spend_essential_30d"], default=0.0), 10.0
     )
+
     # Day-to-day spending (discretionary and cash): monthly bills land in some weeks and not others,
     # so a week compared with the four before says little when they are counted in.
     def flexible(start: int, stop: int) -> F64:

@@ -31,5 +31,7 @@ def pipeline_components(
     specs += [
         ComponentSpec("archive", ("archive",)),
         ComponentSpec("features", ("features",)),
+        ComponentSpec("risk", ("risk",)),
+        ComponentSpec("snapshot", ("snapshot",)),
     ]
     return specs

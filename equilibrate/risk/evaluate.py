@@ -170,4 +170,3 @@ def evaluate(
         result.positives += int((keep & after).sum())
     result.by_level = {lvl: (c[0], c[1]) for lvl, c in counts.items() if c[0] or lvl != "CRITICAL"}
     return result
-

@@ -1,11 +1,11 @@
 """Redis layout of the risk engine (beside the feature engine's, features/store.py).
 
-    customer:{id}            HASH   + RISK_FIELDS (written by `equilibrate risk`)
-    eq:risk:queue            ZSET   customer id -> risk score (0-100): the ranked risk queue
-    eq:risk:changes          STREAM recent level changes (bounded, newest last)
-    eq:risk:reasons:{id}     STRING the full explanation of the latest score (JSON)
-    eq:risk:stats            HASH   counters (scored, sweeps, level changes)
-    eq:risk:sweep            STRING the sweep's SSCAN cursor over eq:customers
+customer:{id}            HASH   + RISK_FIELDS (written by `equilibrate risk`)
+eq:risk:queue            ZSET   customer id -> risk score (0-100): the ranked risk queue
+eq:risk:levels           HASH   customer id -> current level (one HMGET finds a batch's changes)
+eq:risk:changes          STREAM recent level changes (bounded, newest last)
+eq:risk:reasons:{id}     STRING the full explanation of the latest score (JSON)
+eq:risk:stats            HASH   counters (scored, sweeps, level changes)
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ QUEUE_KEY = "eq:risk:queue"
 CHANGES_KEY = "eq:risk:changes"
 REASONS_PREFIX = "eq:risk:reasons:"
 STATS_KEY = "eq:risk:stats"
-SWEEP_CURSOR_KEY = "eq:risk:sweep"
+LEVELS_KEY = "eq:risk:levels"
 
 #: Levels from least to most severe. Rules alone reach HIGH; CRITICAL needs the model's probability.
 LEVELS: tuple[str, ...] = ("LOW", "MEDIUM", "HIGH", "CRITICAL")

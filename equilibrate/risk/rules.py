@@ -7,6 +7,7 @@ file and the field named.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.resources
 from pathlib import Path
 from typing import Literal
@@ -110,6 +111,12 @@ class RiskRules(BaseModel):
         if sum(s.max_points for s in self.signals.values()) != 10:
             raise ValueError("signal max_points must add up to 10 (the rule score is 0-10)")
         return self
+
+    @property
+    def version(self) -> str:
+        """`rules-` and a digest of the rules' content: written with every score the rules decide."""
+        digest = hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:10]
+        return f"rules-{digest}"
 
     def level(self, score: float) -> str:
         if score >= self.levels["HIGH"]:

@@ -77,12 +77,22 @@ def test_status_reports_down_services_without_traceback(tmp_path: Path) -> None:
 
 def test_components_say_what_to_run_when_the_broker_is_down(tmp_path: Path) -> None:
     env = {"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}", "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
-    for component in ("features", "archive"):
+    for component in ("features", "archive", "risk"):
         result = run_cli(component, env=env, cwd=tmp_path, timeout=60)
         assert result.returncode == 2, component
         assert "%3|" not in result.stderr  # librdkafka's own retry lines stay out of the operator's way
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
         _assert_one_clear_line(result.stderr, "does not answer", "equilibrate broker")
+
+
+def test_a_broken_rules_or_policy_file_stops_the_risk_engine_with_its_name(tmp_path: Path) -> None:
+    bad = tmp_path / "rules.yaml"
+    bad.write_text("levels: {HIGH: 5, MEDIUM: 3}\nsignals: {}\nhardship: []\n")
+    for env in ({"RISK_RULES_FILE": str(bad)}, {"POLICY_FILE": str(tmp_path / "missing.yaml")}):
+        result = run_cli("risk", "rescore", env=env, cwd=tmp_path, timeout=60)
+        assert result.returncode == 2
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert str(tmp_path) in result.stderr and "Traceback" not in result.stderr
 
 
 def test_output_cut_short_by_a_pipe_is_not_a_traceback(tmp_path: Path) -> None:
