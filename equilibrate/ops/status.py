@@ -19,6 +19,8 @@ from equilibrate.features.store import STATS_KEY, WATERMARK_KEY
 from equilibrate.kafka.dlq import DLQ_COUNTS_KEY
 from equilibrate.kafka.transport import make_admin
 from equilibrate.ops.heartbeat import read_heartbeats
+from equilibrate.risk.keys import QUEUE_KEY as RISK_QUEUE_KEY
+from equilibrate.risk.keys import STATS_KEY as RISK_STATS_KEY
 from equilibrate.settings import Settings, redact_url
 from equilibrate.storage.customer_registry import KNOWN_CUSTOMERS_KEY
 from equilibrate.storage.redis_client import connect
@@ -66,6 +68,7 @@ def _redis_health(settings: Settings) -> tuple[dict[str, Any], redis.Redis | Non
             dlq=_decoded(client.hgetall(DLQ_COUNTS_KEY)),
             features=_decoded(client.hgetall(STATS_KEY)),
             freshness=_decoded(client.hgetall(LATENCY_KEY)),
+            risk=_decoded(client.hgetall(RISK_STATS_KEY)) | {"queue": str(client.zcard(RISK_QUEUE_KEY))},
             watermark_ms=max((int(v) for v in client.hvals(WATERMARK_KEY)), default=None),
         )
         return out, client
@@ -128,6 +131,12 @@ def render(report: dict[str, Any]) -> str:
                 f"  Features: {feats.get('events', 0)} events, {feats.get('late_dropped', 0)} too late, "
                 f"watermark {when} UTC, freshness p50 {fresh.get('p50_ms', '-')} ms "
                 f"p99 {fresh.get('p99_ms', '-')} ms"
+            )
+        risk = r.get("risk") or {}
+        if risk.get("scored"):
+            lines.append(
+                f"  Risk: {risk['scored']} scores, {risk.get('level_changes', 0)} level changes, "
+                f"{risk.get('sweeps', 0)} sweeps, {risk.get('queue', 0)} customers in the queue"
             )
         dlq = r.get("dlq") or {}
         total = sum(int(v) for v in dlq.values())
