@@ -31,7 +31,7 @@ from equilibrate.ops.stopping import StopFlag
 from equilibrate.settings import Settings
 from equilibrate.sources.gate import RecentIds
 from equilibrate.storage import customer_registry
-from equilibrate.storage.redis_client import connect, wait_for_redis
+from equilibrate.storage.redis_client import connect, with_redis
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +88,7 @@ class FeatureEngine:
         return self._with_redis(lambda: customer_registry.known(self.redis, ids))
 
     def _with_redis(self, call: Callable[[], T]) -> T:
-        while True:
-            try:
-                return call()
-            except (redis.ConnectionError, redis.TimeoutError):
-                wait_for_redis(self.redis)
+        return with_redis(self.redis, call)
 
     # -- partition ownership -------------------------------------------------------------------
     def _on_assign(self, parts: list[TopicPartition]) -> dict[TopicPartition, int | None]:

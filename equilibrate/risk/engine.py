@@ -44,7 +44,7 @@ from equilibrate.risk.policy import Policy, load_policy
 from equilibrate.risk.rules import RiskRules, load_rules
 from equilibrate.settings import Settings
 from equilibrate.storage.customer_registry import KNOWN_CUSTOMERS_KEY
-from equilibrate.storage.redis_client import connect, wait_for_redis
+from equilibrate.storage.redis_client import connect, with_redis
 
 log = logging.getLogger(__name__)
 
@@ -208,8 +208,4 @@ class RiskEngine:
             log.info("risk engine stopped: %d scores, %d level changes", self.totals.scored, self.totals.changes)
 
     def _with_redis(self, call: Callable[[], T]) -> T:
-        while True:
-            try:
-                return call()
-            except (redis.ConnectionError, redis.TimeoutError):
-                wait_for_redis(self.redis)
+        return with_redis(self.redis, call)

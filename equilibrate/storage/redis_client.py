@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
 import redis
 
@@ -11,6 +13,7 @@ from equilibrate.errors import ServiceUnavailableError
 from equilibrate.settings import Settings, redact_url
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def connect(settings: Settings, *, check: bool = True) -> redis.Redis:
@@ -50,3 +53,12 @@ def wait_for_redis(client: redis.Redis, *, max_backoff: float = 10.0, give_up_af
                 raise ServiceUnavailableError(f"Redis did not come back within {give_up_after:.0f}s") from None
             time.sleep(delay)
             delay = min(max_backoff, delay * 2)
+
+
+def with_redis(client: redis.Redis, call: Callable[[], T]) -> T:
+    """`call()`, waiting for Redis and trying again for as long as it is unreachable."""
+    while True:
+        try:
+            return call()
+        except (redis.ConnectionError, redis.TimeoutError):
+            wait_for_redis(client)
