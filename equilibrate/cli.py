@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "equilibrate.features.command",
     "equilibrate.risk.command",
     "equilibrate.risk.policy_command",
+    "equilibrate.model.command",
     "equilibrate.sources.replay",
     "equilibrate.sources.produce",
 )

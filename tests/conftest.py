@@ -58,6 +58,7 @@ def make_settings(services: Services, data_dir: Path, **overrides: object) -> Se
         "kafka_bootstrap_servers": services.bootstrap,
         "redis_url": f"redis://{services.redis_host}:{services.redis_port}/{db}",
         "data_dir": data_dir,
+        "model_registry_dir": data_dir / "model-registry",
         "topic_transactions": f"transactions-{suffix}",
         "topic_dlq": f"transactions.dlq-{suffix}",
         "topic_risk_events": f"risk-events-{suffix}",

@@ -9,36 +9,21 @@ stream engine started afterwards continues exactly where the archive ends.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import redis
 
 from equilibrate.features import store
 from equilibrate.features.compute import compute, format_profiles
-from equilibrate.features.state import Records, apply_events, new_records, pack, to_arrays
-from equilibrate.schema import Transaction, Txn
+from equilibrate.features.state import Records, apply_events, new_records, pack
+from equilibrate.features.table import EVENT_COLUMNS, table_events
 from equilibrate.storage.archive_store import ArchiveStore
 
 log = logging.getLogger(__name__)
-
-COLUMNS = [
-    "txn_id",
-    "customer_id",
-    "ts",
-    "amount",
-    "direction",
-    "category",
-    "channel",
-    "merchant",
-    "balance_after",
-    "currency",
-    "status",
-    "schema_version",
-]
 
 
 @dataclass
@@ -48,29 +33,23 @@ class RebuiltStates:
     late: int
 
 
-def archive_transactions(table: pa.Table, chunk: int = 50_000) -> Iterator[list[Txn]]:
-    """Archive rows back into Transactions (validated exactly as on the wire)."""
-    for batch in table.select(COLUMNS).to_batches(chunk):
-        rows = batch.to_pylist()
-        yield [Transaction.model_validate(row).to_txn() for row in rows]
-
-
 def fold_archive(archive: ArchiveStore, until_ms: int | None = None) -> RebuiltStates:
     """Every customer's record from the archive, optionally only events before `until_ms`."""
     index: dict[str, int] = {}
     records = new_records(1024)
     late = 0
-    for _day, table in archive.iter_days(COLUMNS):
-        for chunk in archive_transactions(table):
-            txns = chunk if until_ms is None else [t for t in chunk if t.ts.timestamp() * 1000 < until_ms]
-            if not txns:
-                continue
-            cust = [index.setdefault(t.customer_id, len(index)) for t in txns]
-            if len(index) > len(records):
-                grown = new_records(max(len(index), 2 * len(records)))
-                grown[: len(records)] = records
-                records = grown
-            late += apply_events(records, to_arrays(txns, cust))
+    for _day, day_rows in archive.iter_days(EVENT_COLUMNS):
+        table = (
+            day_rows if until_ms is None else day_rows.filter(pc.less(day_rows.column("ts").cast(pa.int64()), until_ms))
+        )
+        if not table.num_rows:
+            continue
+        events, _added = table_events(table, index)
+        if len(index) > len(records):
+            grown = new_records(max(len(index), 2 * len(records)))
+            grown[: len(records)] = records
+            records = grown
+        late += apply_events(records[: len(index)], events)
     return RebuiltStates(list(index), records[: len(index)], late)
 
 

@@ -10,14 +10,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
 
+from equilibrate.model.reasons import ModelReason, top_reasons
 from equilibrate.risk.policy import Policy
 from equilibrate.risk.rules import RiskRules
 from equilibrate.risk.scoring import HardshipTable, ScoreTable, hardship_table, score_table
+
+if TYPE_CHECKING:
+    from equilibrate.model.registry import Model
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -37,6 +41,7 @@ class Assessment:
     levels: list[str]
     actions: list[str]
     model_version: str
+    model_reasons: list[list[ModelReason]] | None = None  # SHAP reasons when a model scored
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -45,6 +50,8 @@ class Assessment:
         return self.hardship.primary_name(i)
 
     def reasons_text(self, i: int) -> str:
+        if self.model_reasons is not None and self.model_reasons[i]:
+            return "; ".join(r.text for r in self.model_reasons[i][:TOP_REASONS])
         return "; ".join(r.text for r in self.rules.reasons(i)[:TOP_REASONS])
 
     def scored_at(self, i: int) -> str:
@@ -80,6 +87,12 @@ class Assessment:
                 {"signal": r.signal, "feature": r.feature, "points": r.points, "text": r.text}
                 for r in self.rules.reasons(i)
             ],
+            "model_reasons": None
+            if self.model_reasons is None
+            else [
+                {"feature": r.feature, "shap": r.contribution, "value": r.value, "text": r.text}
+                for r in self.model_reasons[i]
+            ],
             "recommended_action": self.actions[i],
             "scored_at": self.scored_at(i),
             "model_version": self.model_version,
@@ -96,21 +109,39 @@ def assess(
     as_of_ms: I64,
     rules: RiskRules,
     policy: Policy,
+    *,
+    model: Model | None = None,
 ) -> Assessment:
-    """Score, level, hardship type and the policy's action for every customer at once."""
+    """Score, level, hardship type and the policy's action for every customer at once.
+
+    With a model, its calibrated probability (x 100) is the risk score and decides the level
+    (rules.model_levels), and its SHAP values give the reasons; the rule score stays beside it.
+    """
     table = score_table(features, rules)
     hardship = hardship_table(features, rules)
-    levels = [table.level_name(i) for i in range(len(table))]
+    explained: list[list[ModelReason]] | None = None
+    if model is None:
+        risk = table.score.astype(np.float64) * 10.0
+        levels = [table.level_name(i) for i in range(len(table))]
+        version = rules.version
+    else:
+        x = model.matrix(dict(features))
+        risk = np.round(model.predict(x) * 100.0, 1)
+        levels = [rules.model_level(p) for p in risk.tolist()]
+        shap = model.contributions(x)
+        explained = [top_reasons(model.features, shap[i], x[i]) for i in range(len(x))]
+        version = model.version
     actions = _actions(policy, hardship, levels)
     return Assessment(
         list(ids),
         np.asarray(as_of_ms, dtype=np.int64),
         table,
         hardship,
-        table.score.astype(np.float64) * 10.0,
+        risk,
         levels,
         actions,
-        rules.version,
+        version,
+        explained,
     )
 
 

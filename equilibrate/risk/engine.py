@@ -30,11 +30,13 @@ import numpy as np
 import orjson
 import redis
 
-from equilibrate.errors import ServiceUnavailableError
+from equilibrate.errors import ConfigError, ServiceUnavailableError
 from equilibrate.features import store as feature_store
-from equilibrate.features.compute import compute
+from equilibrate.features.compute import FEATURES, compute
 from equilibrate.features.state import unpack_many
 from equilibrate.kafka.transport import Producer, make_producer
+from equilibrate.model import registry
+from equilibrate.model.registry import Model
 from equilibrate.ops.heartbeat import Heartbeat
 from equilibrate.ops.stopping import StopFlag
 from equilibrate.risk import store
@@ -89,6 +91,9 @@ class RiskEngine:
         self.sweep: _Pass | None = None
         self.swept_day: int | None = None  # the day the last complete pass scored as of
         self.last_pass_start = float("-inf")
+        self.model: Model | None = None
+        self._model_checked = float("-inf")
+        self._model_problem: str | None = None
         self.full_pass_due = True  # a (re)start scores everyone once, whatever the day
         self.totals = ScoredBatch()
 
@@ -121,7 +126,43 @@ class RiskEngine:
         records = unpack_many([blobs[i] for i in have])
         last_ms = records["last_ms"].astype(np.int64)
         as_of_ms = last_ms if watermark is None else np.maximum(last_ms, watermark)
-        return assess([ids[i] for i in have], compute(records, as_of_ms // DAY_MS), as_of_ms, self.rules, self.policy)
+        features = compute(records, as_of_ms // DAY_MS)
+        return assess([ids[i] for i in have], features, as_of_ms, self.rules, self.policy, model=self.model)
+
+    # -- the model ------------------------------------------------------------------------------
+    def refresh_model(self, *, force: bool = False) -> bool:
+        """Follow the registry's `current` pointer; True when the model in use changed.
+
+        A new model triggers a full pass, so every score moves to it together. A model that
+        cannot be loaded is reported once and the previous one (or the rules) stays in use.
+        """
+        now = time.monotonic()
+        if not force and now - self._model_checked < self.settings.risk_model_check_s:
+            return False
+        self._model_checked = now
+        registry_dir = self.settings.model_registry_dir
+        version = registry.current_version(registry_dir)
+        in_use = None if self.model is None else self.model.version
+        if version == in_use:
+            return False
+        if version is None:
+            log.warning("no current model any more in %s: the rules decide again", registry_dir)
+            self.model = None
+        else:
+            try:
+                model = registry.load(registry_dir, version)
+                if model.card.get("kind") != "pipeline" or not set(model.features) <= set(FEATURES):
+                    raise ConfigError(f"model {version} was not trained on the pipeline's features")
+            except (ConfigError, OSError, ValueError) as exc:
+                problem = f"cannot use model {version}: {exc}"
+                if problem != self._model_problem:
+                    log.error("%s; keeping %s", problem, in_use or "the rules")
+                    self._model_problem = problem
+                return False
+            self.model, self._model_problem = model, None
+            log.info("scoring with model %s from now on (was %s)", version, in_use or "the rules")
+        self.full_pass_due = True
+        return True
 
     def _publish(self, events: Sequence[dict[str, object]]) -> None:
         if not events:
@@ -178,6 +219,7 @@ class RiskEngine:
 
     def rescore_all(self) -> int:
         """One full pass now, whatever the day (batch path: after a rules change, or a benchmark)."""
+        self.refresh_model(force=True)
         total = self.sweep_step(force=True).scored
         while self.sweep is not None:
             total += self.sweep_step().scored
@@ -188,6 +230,7 @@ class RiskEngine:
         log.info("risk engine: rules %s; full pass first, then changes and sweeps", self.rules.version)
         try:
             while not self.stop:
+                self.refresh_model()
                 changed = self._with_redis(self.changes_step)
                 swept = self._with_redis(self.sweep_step)
                 for part in (changed, swept):
@@ -198,6 +241,7 @@ class RiskEngine:
                     level_changes=self.totals.changes,
                     sweeping=self.sweep is not None,
                     rules=self.rules.version,
+                    model=None if self.model is None else self.model.version,
                 )
                 if not changed.scored and self.sweep is None:
                     self.stop.wait(self.settings.risk_poll_s)

@@ -97,10 +97,20 @@ class HardshipRule(BaseModel):
         return groups
 
 
+ModelLevel = Literal["CRITICAL", "HIGH", "MEDIUM"]
+
+
+def _default_model_levels() -> dict[ModelLevel, float]:
+    return {"CRITICAL": 40.0, "HIGH": 15.0, "MEDIUM": 5.0}
+
+
 class RiskRules(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     levels: dict[Literal["HIGH", "MEDIUM"], float]
+    #: With a trained model: levels from its calibrated probability (percent) of a missed payment
+    #: within 30 days. Below MEDIUM: LOW.
+    model_levels: dict[ModelLevel, float] = Field(default_factory=_default_model_levels)
     signals: dict[str, Signal]
     hardship: list[HardshipRule]
 
@@ -108,6 +118,9 @@ class RiskRules(BaseModel):
     def _consistent(self) -> RiskRules:
         if set(self.levels) != {"HIGH", "MEDIUM"} or self.levels["MEDIUM"] >= self.levels["HIGH"]:
             raise ValueError("levels need MEDIUM below HIGH")
+        m = self.model_levels
+        if set(m) != {"CRITICAL", "HIGH", "MEDIUM"} or not 0 < m["MEDIUM"] < m["HIGH"] < m["CRITICAL"] <= 100:
+            raise ValueError("model_levels need 0 < MEDIUM < HIGH < CRITICAL <= 100 (percent)")
         if sum(s.max_points for s in self.signals.values()) != 10:
             raise ValueError("signal max_points must add up to 10 (the rule score is 0-10)")
         return self
@@ -117,6 +130,13 @@ class RiskRules(BaseModel):
         """`rules-` and a digest of the rules' content: written with every score the rules decide."""
         digest = hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:10]
         return f"rules-{digest}"
+
+    def model_level(self, percent: float) -> str:
+        m = self.model_levels
+        for name in ("CRITICAL", "HIGH", "MEDIUM"):
+            if percent >= m[name]:
+                return name
+        return "LOW"
 
     def level(self, score: float) -> str:
         if score >= self.levels["HIGH"]:
