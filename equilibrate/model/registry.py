@@ -30,6 +30,7 @@ F64 = npt.NDArray[np.float64]
 CURRENT = "current"
 MODEL_FILE = "model.json"
 CARD_FILE = "model_card.json"
+REFERENCE_FILE = "reference.parquet"
 
 
 class ModelNotFoundError(ConfigError):
@@ -79,8 +80,9 @@ def new_version(registry: Path, data_hash: str, now: datetime | None = None) -> 
     return version
 
 
-def save(registry: Path, version: str, booster: Any, card: dict[str, Any]) -> Path:
-    """Write a complete version directory atomically; return its path."""
+def save(registry: Path, version: str, booster: Any, card: dict[str, Any], reference: Any | None = None) -> Path:
+    """Write a complete version directory atomically; return its path. `reference` (an Arrow table:
+    a sample of the training rows with their scores) is kept for drift monitoring."""
     final = registry / version
     if final.exists():
         raise ConfigError(f"model version {version} already exists in {registry}")
@@ -89,6 +91,10 @@ def save(registry: Path, version: str, booster: Any, card: dict[str, Any]) -> Pa
     tmp.mkdir(parents=True)
     booster.save_model(str(tmp / MODEL_FILE))
     (tmp / CARD_FILE).write_bytes(orjson.dumps(card, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+    if reference is not None:
+        import pyarrow.parquet as pq
+
+        pq.write_table(reference, tmp / REFERENCE_FILE)
     tmp.rename(final)
     return final
 

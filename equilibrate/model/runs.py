@@ -60,6 +60,19 @@ def build_dataset(settings: Settings, out: Path | None = None) -> tuple[Path, in
     return path, table.num_rows, float(labels.mean())
 
 
+def ensure_dataset(settings: Settings) -> Path:
+    """The default training set, (re)built first when it is missing or older than the archive."""
+    from equilibrate.storage.archive import archive_root
+
+    path = dataset_path(settings)
+    manifests = sorted((archive_root(settings) / "_manifests").glob("*.json"))
+    newest = manifests[-1].stat().st_mtime if manifests else 0.0
+    if not path.exists() or path.stat().st_mtime < newest:
+        log.info("building the training set from the archive first")
+        build_dataset(settings, path)
+    return path
+
+
 @dataclass
 class TrainingRun:
     version: str
@@ -114,14 +127,29 @@ def train_pipeline(settings: Settings, data: Path | None = None, *, make_current
     sha = file_hash(path)
     data_info = {"source": str(path), "sha256": sha, "rows": len(y), "positive_rate": float(y.mean())}
     rules = load_rules(settings.risk_rules_file)
-    card = _card(PIPELINE, list(FEATURES), trained, split, data_info, levels=rules.model_levels)
+    reference, importance = _reference(trained, x, split)
+    card = _card(PIPELINE, list(FEATURES), trained, split, data_info, levels=rules.model_levels, importance=importance)
     reg = registry_dir(settings)
     version = registry.new_version(reg, sha)
-    out = registry.save(reg, version, trained.booster, card)
+    out = registry.save(reg, version, trained.booster, card, reference)
     md = evaluate_version(settings, version, table=table)
     if make_current:
         registry.set_current(reg, version)
     return TrainingRun(version, out, card, md, make_current)
+
+
+def _reference(trained: Trained, x: F64, split: Split, rows: int = 5_000) -> tuple[pa.Table, dict[str, float]]:
+    """A sample of training rows with their calibrated scores (the drift baseline), and the mean
+    |SHAP| of each feature over it (importance)."""
+    import xgboost as xgb
+
+    train = x[split.train]
+    sample = train[np.random.default_rng(7).permutation(len(train))[:rows]]
+    matrix = xgb.DMatrix(sample, feature_names=list(FEATURES))
+    scores = trained.calibrator(trained.booster.predict(matrix).astype(np.float64))
+    shap = np.abs(trained.booster.predict(matrix, pred_contribs=True)[:, :-1]).mean(axis=0)
+    columns = {f: sample[:, j] for j, f in enumerate(FEATURES)} | {"score": scores}
+    return pa.table(columns), {f: round(float(v), 4) for f, v in zip(FEATURES, shap, strict=True)}
 
 
 def evaluate_version(settings: Settings, version: str | None = None, *, table: pa.Table | None = None) -> Path:

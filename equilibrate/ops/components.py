@@ -13,7 +13,7 @@ class ComponentSpec:
     env: dict[str, str] = field(default_factory=dict)
 
 
-DEMO_BACKFILL_DAYS = 90
+DEMO_BACKFILL_DAYS = 180  # enough history for `model train` (temporal split with 30-day gaps)
 
 
 def pipeline_components(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -18,7 +18,7 @@ import numpy.typing as npt
 from equilibrate.model.reasons import ModelReason, top_reasons
 from equilibrate.risk.policy import Policy
 from equilibrate.risk.rules import RiskRules
-from equilibrate.risk.scoring import HardshipTable, ScoreTable, hardship_table, score_table
+from equilibrate.risk.scoring import HardshipTable, Reason, ScoreTable, hardship_table, score_table
 
 if TYPE_CHECKING:
     from equilibrate.model.registry import Model
@@ -46,46 +46,85 @@ class Assessment:
     def __len__(self) -> int:
         return len(self.ids)
 
+    # Per-row text, built once for the whole batch (the write path reads each several times).
+    @cached_property
+    def rule_reasons(self) -> list[list[Reason]]:
+        return self.rules.all_reasons()
+
+    @cached_property
+    def scores_rounded(self) -> list[float]:
+        rounded: list[float] = np.round(self.risk_score, 1).tolist()
+        return rounded
+
+    @cached_property
+    def hardship_types(self) -> list[str]:
+        names = np.array(self.hardship.types, dtype=object)
+        found: list[str] = names[self.hardship.primary].tolist()
+        return found
+
+    @cached_property
+    def scored_at_texts(self) -> list[str]:
+        seconds = (self.as_of_ms // 1000).astype("datetime64[s]")
+        texts: list[str] = np.char.add(np.datetime_as_string(seconds, unit="s"), "Z").tolist()
+        return texts
+
+    @cached_property
+    def reasons_texts(self) -> list[str]:
+        if self.model_reasons is not None:
+            return ["; ".join(r.text for r in reasons[:TOP_REASONS]) for reasons in self.model_reasons]
+        return ["; ".join(r.text for r in reasons[:TOP_REASONS]) if reasons else "" for reasons in self.rule_reasons]
+
     def hardship_type(self, i: int) -> str:
-        return self.hardship.primary_name(i)
+        return self.hardship_types[i]
 
     def reasons_text(self, i: int) -> str:
-        if self.model_reasons is not None and self.model_reasons[i]:
-            return "; ".join(r.text for r in self.model_reasons[i][:TOP_REASONS])
-        return "; ".join(r.text for r in self.rules.reasons(i)[:TOP_REASONS])
+        return self.reasons_texts[i]
 
     def scored_at(self, i: int) -> str:
-        return _iso(int(self.as_of_ms[i]))
+        return self.scored_at_texts[i]
+
+    def rows(self) -> list[list[object]]:
+        """Every customer's values in keys.RISK_FIELDS order."""
+        scores = self.scores_rounded
+        rule = self.rules.score.tolist()
+        version = self.model_version
+        return [
+            [score, level, points, hardship, reasons, action, at, version]
+            for score, level, points, hardship, reasons, action, at in zip(
+                scores, self.levels, rule, self.hardship_types, self.reasons_texts, self.actions,
+                self.scored_at_texts, strict=True,
+            )
+        ]  # fmt: skip
 
     def row(self, i: int) -> list[object]:
-        """Values in keys.RISK_FIELDS order."""
+        """Customer i's values in keys.RISK_FIELDS order."""
         return [
-            round(float(self.risk_score[i]), 1),
+            self.scores_rounded[i],
             self.levels[i],
             int(self.rules.score[i]),
-            self.hardship_type(i),
-            self.reasons_text(i),
+            self.hardship_types[i],
+            self.reasons_texts[i],
             self.actions[i],
-            self.scored_at(i),
+            self.scored_at_texts[i],
             self.model_version,
         ]
 
     def explanation(self, i: int) -> dict[str, Any]:
         """Everything behind customer i's score (stored as JSON, shown by the console and the API)."""
         fired = {}
-        for t, name in enumerate(self.hardship.types[:-1]):
-            if self.hardship.held[i, t]:
-                fired[name] = int(self.hardship.group[i, t])
+        if self.hardship.primary[i] < len(self.hardship.types) - 1:
+            for t in np.flatnonzero(self.hardship.held[i]).tolist():
+                fired[self.hardship.types[t]] = int(self.hardship.group[i, t])
         return {
             "customer_id": self.ids[i],
-            "risk_score": round(float(self.risk_score[i]), 1),
+            "risk_score": self.scores_rounded[i],
             "risk_level": self.levels[i],
             "rule_score": int(self.rules.score[i]),
-            "hardship_type": self.hardship_type(i),
+            "hardship_type": self.hardship_types[i],
             "hardship_rules_fired": fired,
             "reasons": [
                 {"signal": r.signal, "feature": r.feature, "points": r.points, "text": r.text}
-                for r in self.rules.reasons(i)
+                for r in self.rule_reasons[i]
             ],
             "model_reasons": None
             if self.model_reasons is None
@@ -94,13 +133,9 @@ class Assessment:
                 for r in self.model_reasons[i]
             ],
             "recommended_action": self.actions[i],
-            "scored_at": self.scored_at(i),
+            "scored_at": self.scored_at_texts[i],
             "model_version": self.model_version,
         }
-
-
-def _iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def assess(

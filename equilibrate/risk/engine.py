@@ -103,13 +103,18 @@ class RiskEngine:
         a = self.assess_ids(ids, watermark)
         if a is None:
             return ScoredBatch(skipped=len(ids))
-        previous = store.previous_levels(self.redis, a.ids)
-        events = [store.change_event(a, i, prev) for i, prev in enumerate(previous) if (prev or "LOW") != a.levels[i]]
+        previous = store.previous_state(self.redis, a.ids)
+        events = [
+            store.change_event(a, i, prev.level)
+            for i, prev in enumerate(previous)
+            if (prev.level or "LOW") != a.levels[i]
+        ]
         self._publish(events)
         store.write_assessment(
             self.redis,
             a,
             events,
+            previous=previous,
             changes_maxlen=self.settings.risk_changes_maxlen,
             stats={"scored": len(a), "level_changes": len(events)},
         )

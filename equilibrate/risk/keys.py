@@ -2,7 +2,7 @@
 
 customer:{id}            HASH   + RISK_FIELDS (written by `equilibrate risk`)
 eq:risk:queue            ZSET   customer id -> risk score (0-100): the ranked risk queue
-eq:risk:levels           HASH   customer id -> current level (one HMGET finds a batch's changes)
+eq:risk:levels           HASH   customer id -> `LEVEL|digest` of its score row (one HMGET finds a batch's changes)
 eq:risk:changes          STREAM recent level changes (bounded, newest last)
 eq:risk:reasons:{id}     STRING the full explanation of the latest score (JSON)
 eq:risk:stats            HASH   counters (scored, sweeps, level changes)

@@ -91,6 +91,24 @@ class ScoreTable:
     def level_name(self, i: int) -> str:
         return RULE_LEVELS[int(self.level[i])]
 
+    def all_reasons(self) -> list[list[Reason]]:
+        """Every customer's reasons (as `reasons(i)` gives them), built in one pass over the points."""
+        out: list[list[Reason]] = [[] for _ in range(len(self))]
+        rows, cols = np.nonzero(self.points > 0)
+        texts: dict[tuple[int, float], str] = {}
+        pts = self.points[rows, cols].tolist()
+        vals = self.values[rows, cols].tolist()
+        for i, j, p, value in zip(rows.tolist(), cols.tolist(), pts, vals, strict=True):
+            text = texts.get((j, value))
+            if text is None:
+                component = self.components[j][1]
+                text = texts[(j, value)] = component.text.format(value=value, abs_value=abs(value), pct=value * 100)
+            out[i].append(Reason(self.components[j][0], self.components[j][1].feature, p, text))
+        for reasons in out:
+            if len(reasons) > 1:
+                reasons.sort(key=lambda r: -r.points)  # stable: file order on ties, as reasons(i)
+        return out
+
     def reasons(self, i: int) -> list[Reason]:
         """Customer i's reasons, most points first (ties in file order)."""
         row = self.points[i]

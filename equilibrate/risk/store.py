@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import NamedTuple
 
 import orjson
 import redis
@@ -27,11 +29,30 @@ def _encoder() -> resp.RowEncoder:
     return resp.RowEncoder("HSET", RISK_FIELDS)
 
 
-def previous_levels(client: redis.Redis, ids: Sequence[str]) -> list[str | None]:
+class Previous(NamedTuple):
+    """What the last write recorded for a customer: its level and a digest of its score row."""
+
+    level: str | None
+    digest: str | None
+
+
+def previous_state(client: redis.Redis, ids: Sequence[str]) -> list[Previous]:
+    """Each customer's last level and row digest, in one HMGET (eq:risk:levels holds `LEVEL|digest`)."""
     if not ids:
         return []
-    values = client.hmget(LEVELS_KEY, list(ids))
-    return [None if v is None else (v.decode() if isinstance(v, bytes) else str(v)) for v in values]
+    out = []
+    for v in client.hmget(LEVELS_KEY, list(ids)):
+        if v is None:
+            out.append(Previous(None, None))
+            continue
+        level, _, digest = (v.decode() if isinstance(v, bytes) else str(v)).partition("|")
+        out.append(Previous(level, digest or None))
+    return out
+
+
+def row_digests(a: Assessment) -> list[str]:
+    """A digest of each customer's row without `scored_at`: equal digests, nothing to rewrite."""
+    return [f"{zlib.crc32('|'.join(map(str, row[:6] + row[7:])).encode()):08x}" for row in a.rows()]
 
 
 def change_event(a: Assessment, i: int, previous: str | None) -> dict[str, object]:
@@ -41,7 +62,7 @@ def change_event(a: Assessment, i: int, previous: str | None) -> dict[str, objec
         "customer_id": a.ids[i],
         "previous_level": previous,
         "risk_level": a.levels[i],
-        "risk_score": round(float(a.risk_score[i]), 1),
+        "risk_score": a.scores_rounded[i],
         "rule_score": int(a.rules.score[i]),
         "hardship_type": a.hardship_type(i),
         "reasons": a.reasons_text(i),
@@ -56,22 +77,55 @@ def write_assessment(
     a: Assessment,
     changes: Sequence[dict[str, object]],
     *,
+    previous: Sequence[Previous],
     changes_maxlen: int,
     stats: dict[str, int] | None = None,
-) -> None:
-    """Scores into customer:{id}, the queue, levels and explanations, and the changes stream, at once."""
+) -> int:
+    """One MULTI/EXEC for the batch; returns how many customers' scores were rewritten.
+
+    A customer whose row (score, level, rule score, hardship, reasons, action, model) is unchanged
+    gets only its new `scored_at`; the others get every field, their queue entry, their level and
+    digest, and their full explanation. Level changes go to the bounded changes stream.
+    """
     if not len(a):
-        return
-    n = len(a)
-    rows = [a.row(i) for i in range(n)]
-    scores: list[float] = [round(float(v), 1) for v in a.risk_score.tolist()]
-    commands = [
-        _encoder().encode_many([PROFILE_PREFIX + cid for cid in a.ids], rows),
-        resp.command("ZADD", QUEUE_KEY, *(x for i in range(n) for x in (scores[i], a.ids[i]))),
-        resp.command("HSET", LEVELS_KEY, *(x for i in range(n) for x in (a.ids[i], a.levels[i]))),
-        resp.command("MSET", *(x for i in range(n) for x in (reasons_key(a.ids[i]), orjson.dumps(a.explanation(i))))),
-    ]
-    count = n + 3
+        return 0
+    commands, count, rewritten = encode_assessment(
+        a, changes, previous=previous, changes_maxlen=changes_maxlen, stats=stats
+    )
+    resp.fenced_transaction(client, [], _no_guard, commands, count)
+    return rewritten
+
+
+def encode_assessment(
+    a: Assessment,
+    changes: Sequence[dict[str, object]],
+    *,
+    previous: Sequence[Previous],
+    changes_maxlen: int,
+    stats: dict[str, int] | None = None,
+) -> tuple[list[bytes], int, int]:
+    """The batch's writes as RESP commands (CPU only): (commands, how many they hold, rows rewritten)."""
+    rows, digests = a.rows(), row_digests(a)
+    changed = [i for i, (d, p) in enumerate(zip(digests, previous, strict=True)) if d != p.digest]
+    same = [i for i, (d, p) in enumerate(zip(digests, previous, strict=True)) if d == p.digest]
+    commands: list[bytes] = []
+    count = 0
+    if same:
+        keys = [PROFILE_PREFIX + a.ids[i] for i in same]
+        commands.append(_scored_at_encoder().encode_many(keys, [[a.scored_at_texts[i]] for i in same]))
+        count += len(same)
+    if changed:
+        ids = [a.ids[i] for i in changed]
+        pairs = [(str(rows[i][0]), a.ids[i]) for i in changed]
+        levels = [(a.ids[i], f"{a.levels[i]}|{digests[i]}") for i in changed]
+        explained = [(reasons_key(a.ids[i]), orjson.dumps(a.explanation(i))) for i in changed]
+        commands += [
+            _encoder().encode_many([PROFILE_PREFIX + cid for cid in ids], [rows[i] for i in changed]),
+            resp.command_of_strings("ZADD", QUEUE_KEY, args=[x for pair in pairs for x in pair]),
+            resp.command_of_strings("HSET", LEVELS_KEY, args=[x for pair in levels for x in pair]),
+            resp.command("MSET", *(x for pair in explained for x in pair)),
+        ]
+        count += len(changed) + 3
     for event in changes:
         commands.append(
             resp.command("XADD", CHANGES_KEY, "MAXLEN", "~", changes_maxlen, "*", "event", orjson.dumps(event))
@@ -81,7 +135,12 @@ def write_assessment(
         if value:
             commands.append(resp.command("HINCRBY", STATS_KEY, name, value))
             count += 1
-    resp.fenced_transaction(client, [], _no_guard, commands, count)
+    return commands, count, len(changed)
+
+
+@lru_cache(maxsize=1)
+def _scored_at_encoder() -> resp.RowEncoder:
+    return resp.RowEncoder("HSET", ("scored_at",))
 
 
 def _no_guard(_values: list[bytes | None]) -> str | None:

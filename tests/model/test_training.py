@@ -118,7 +118,9 @@ def test_commands_say_what_is_missing(tmp_path: Path) -> None:
     env = {"DATA_DIR": str(tmp_path / "data"), "MODEL_REGISTRY_DIR": str(tmp_path / "registry")}
     empty = run_cli("model", "build-dataset", env=env, cwd=tmp_path)
     assert empty.returncode == 2 and "archive" in empty.stderr and len(empty.stderr.strip().splitlines()) == 1
-    untrained = run_cli("model", "train", env=env, cwd=tmp_path)
-    assert untrained.returncode == 2 and "build-dataset" in untrained.stderr
+    untrained = run_cli("model", "train", env=env, cwd=tmp_path)  # builds the dataset first: no archive
+    assert untrained.returncode == 2 and "archive" in untrained.stderr and "Traceback" not in untrained.stderr
+    no_data = run_cli("model", "train", "--dataset", str(tmp_path / "none.parquet"), env=env, cwd=tmp_path)
+    assert no_data.returncode == 2 and "build-dataset" in no_data.stderr
     listed = run_cli("model", "list", env=env, cwd=tmp_path)
     assert listed.returncode == 0 and listed.stdout == ""
