@@ -34,6 +34,7 @@ from equilibrate.storage.customer_registry import KNOWN_CUSTOMERS_KEY
 from equilibrate.storage.redis_client import connect, wait_for_redis
 
 log = logging.getLogger(__name__)
+RETRY_SKIPPED_S = 10.0  # a pass skipped for want of new data is tried again this soon
 
 TAIL_CHUNK = 64 * 1024
 T = TypeVar("T")
@@ -309,8 +310,12 @@ class Snapshotter:
                 if not self.in_pass and time.monotonic() >= next_pass:
                     next_pass = time.monotonic() + interval
                     reason = self.begin()
-                    if reason is not None and reason != quiet_reason:
-                        log.info("no snapshot: %s", reason)
+                    if reason is not None:
+                        # nothing to snapshot yet (no watermark, or none since the last pass):
+                        # look again soon rather than a whole interval later
+                        next_pass = time.monotonic() + min(interval, RETRY_SKIPPED_S)
+                        if reason != quiet_reason:
+                            log.info("no snapshot: %s", reason)
                     quiet_reason = reason
                 if self.in_pass:
                     self.cycle()
