@@ -72,6 +72,36 @@ class Settings(BaseSettings):
     monitor_psi_alert: float = Field(default=0.25, gt=0, le=10)
     monitor_calibration_ratio_max: float = Field(default=2.0, gt=1, le=100)
 
+    # --- Delivery channels (equilibrate interventions) ---------------------------------------
+    #: smtp://[user:pass@]host:port[?starttls=true] or smtps://...; unset = no email channel.
+    smtp_url: str | None = None
+    smtp_from: str = "Equilibrate <support@bank.example>"
+    #: Appended to every email; the opt-out line is mandatory, so it cannot be empty.
+    email_opt_out_text: str = Field(
+        default="You can stop these emails at any time: reply STOP or change your contact preferences in the app.",
+        min_length=10,
+    )
+    #: Gateways receiving signed JSON POSTs; unset = no SMS / in-app push channel.
+    sms_webhook_url: str | None = None
+    app_webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    webhook_timeout_s: float = Field(default=5.0, gt=0, le=120)
+    delivery_attempts: int = Field(default=3, ge=1, le=20)
+    voice_engine: Literal["auto", "gtts", "espeak"] = "auto"
+
+    # --- Contact policy (equilibrate interventions) ------------------------------------------
+    #: Quiet hours in the customer's local time (HH:MM): no contact from quiet_start until quiet_end.
+    contact_quiet_start: str = "21:00"
+    contact_quiet_end: str = "08:00"
+    #: Rolling-window caps: messages per channel, messages in total, voice call attempts.
+    contact_cap_per_channel: int = Field(default=1, ge=0, le=100)
+    contact_cap_total: int = Field(default=3, ge=0, le=100)
+    contact_cap_calls: int = Field(default=7, ge=0, le=100)
+    contact_window_days: int = Field(default=7, ge=1, le=90)
+    #: This many consecutive interventions without a response suppress contact for contact_suppression_days.
+    contact_suppress_after_no_response: int = Field(default=3, ge=1, le=20)
+    contact_suppression_days: int = Field(default=30, ge=1, le=365)
+
     # --- Redis -------------------------------------------------------------------------------
     redis_url: str = "redis://127.0.0.1:6379/0"
 
@@ -113,6 +143,39 @@ class Settings(BaseSettings):
             raise ValueError("the URL has no host")
         return value
 
+    @field_validator("smtp_url")
+    @classmethod
+    def _check_smtp_url(cls, value: str | None) -> str | None:
+        if not value:  # `NAME=` in .env means unset
+            return None
+        parsed = urlparse(value)
+        if parsed.scheme not in {"smtp", "smtps"}:
+            raise ValueError(f"expected smtp:// or smtps:// URL, got scheme {parsed.scheme!r}")
+        if not parsed.hostname:
+            raise ValueError("the URL has no host")
+        _ = parsed.port  # raises ValueError on a malformed port
+        return value
+
+    @field_validator("sms_webhook_url", "app_webhook_url")
+    @classmethod
+    def _check_webhook_url(cls, value: str | None) -> str | None:
+        if not value:  # `NAME=` in .env means unset
+            return None
+        parsed = urlparse(value)
+        if parsed.scheme not in {"http", "https"} or not parsed.hostname:
+            raise ValueError(f"expected an http:// or https:// URL with a host, got {redact_url(value)!r}")
+        return value
+
+    @field_validator("contact_quiet_start", "contact_quiet_end")
+    @classmethod
+    def _check_hh_mm(cls, value: str) -> str:
+        hours, sep, minutes = value.partition(":")
+        if not (sep and len(hours) == len(minutes) == 2 and hours.isdigit() and minutes.isdigit()):
+            raise ValueError(f"expected a time as HH:MM, got {value!r}")
+        if int(hours) > 23 or int(minutes) > 59:
+            raise ValueError(f"expected a time between 00:00 and 23:59, got {value!r}")
+        return value
+
     @property
     def bootstrap_host_port(self) -> tuple[str, int]:
         """The first bootstrap server as (host, port)."""
@@ -135,11 +198,15 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if isinstance(value, SecretStr):
                 out[name] = "**********" if value.get_secret_value() else ""
-            elif name == "redis_url":
+            elif name in _URL_FIELDS and value is not None:
                 out[name] = redact_url(str(value))
             else:
                 out[name] = value
         return out
+
+
+#: Settings holding URLs that may carry a password (user:pass@host).
+_URL_FIELDS = frozenset({"redis_url", "smtp_url", "sms_webhook_url", "app_webhook_url"})
 
 
 def redact_url(url: str) -> str:

@@ -19,6 +19,7 @@ PY
 # --- system packages -------------------------------------------------------------------------
 apt_packages=()
 command -v redis-server >/dev/null 2>&1 || apt_packages+=(redis-server)
+command -v espeak-ng >/dev/null 2>&1 || apt_packages+=(espeak-ng)
 if [ "${#apt_packages[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO="none"; fi
   if [ "$SUDO" = none ] || ! command -v apt-get >/dev/null 2>&1; then
