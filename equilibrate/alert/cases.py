@@ -1,0 +1,128 @@
+"""Intervention cases in Redis: one open case per customer, steps checked against the lifecycle.
+
+    case:{case_id}              HASH  the case (state, customer, proposal, message, policy checks, ...)
+    eq:cases:open:{customer}    STRING the customer's open case id (SET NX: never two at once)
+    eq:cases:proposed           ZSET  proposed cases by risk score (the console's approval queue)
+    eq:cases:seq                STRING case id counter
+
+Every step is a WATCHed read-check-write on the case hash, so two actors (the console, the API,
+the engine) racing on one case cannot both move it: the loser gets a TransitionError naming the
+state the case is now in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import cast
+
+import redis
+
+from equilibrate.alert.lifecycle import TransitionError, check_transition, is_open
+
+CASE_PREFIX = "case:"
+OPEN_PREFIX = "eq:cases:open:"
+PROPOSED_KEY = "eq:cases:proposed"
+SEQ_KEY = "eq:cases:seq"
+
+
+def case_key(case_id: str) -> str:
+    return CASE_PREFIX + case_id
+
+
+def open_key(customer_id: str) -> str:
+    return OPEN_PREFIX + customer_id
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z"
+
+
+def _text(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def _decoded(raw: Mapping[bytes, bytes]) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+class CaseStore:
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+
+    def propose(self, customer_id: str, fields: Mapping[str, object], *, priority: float = 0.0) -> str | None:
+        """Open a proposed case for the customer; None when the customer already has an open one."""
+        case_id = f"K{int(self.redis.incr(SEQ_KEY)):08d}"
+        if not self.redis.set(open_key(customer_id), case_id, nx=True):
+            return None
+        now = _now()
+        record = {k: _text(v) for k, v in fields.items()} | {
+            "case_id": case_id,
+            "customer_id": customer_id,
+            "state": "proposed",
+            "created_at": now,
+            "updated_at": now,
+        }
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(case_key(case_id), mapping=record)  # type: ignore[arg-type]
+            pipe.zadd(PROPOSED_KEY, {case_id: priority})
+            pipe.execute()
+        return case_id
+
+    def get(self, case_id: str) -> dict[str, str] | None:
+        raw = cast(Mapping[bytes, bytes], self.redis.hgetall(case_key(case_id)))
+        return _decoded(raw) or None
+
+    def open_case(self, customer_id: str) -> str | None:
+        value = self.redis.get(open_key(customer_id))
+        return None if value is None else (value.decode() if isinstance(value, bytes) else str(value))
+
+    def proposed(self, limit: int = 100) -> list[str]:
+        """Proposed cases, highest risk first."""
+        ids = cast(list[bytes], self.redis.zrevrange(PROPOSED_KEY, 0, limit - 1))
+        return [i.decode() for i in ids]
+
+    def transition(
+        self,
+        case_id: str,
+        target: str,
+        *,
+        actor: str,
+        outcome: str | None = None,
+        fields: Mapping[str, object] | None = None,
+        expect: str | None = None,
+    ) -> dict[str, str]:
+        """Move the case to `target` (checked against the lifecycle) and return it as written.
+
+        `expect`: the state the caller believes the case is in; a different current state is
+        refused (an operator approving a case someone else has just rejected).
+        """
+        key = case_key(case_id)
+        with self.redis.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)  # type: ignore[no-untyped-call]
+                    current = _decoded(cast(Mapping[bytes, bytes], pipe.hgetall(key)))
+                    if not current:
+                        raise TransitionError(f"no case {case_id}")
+                    state = current["state"]
+                    if expect is not None and state != expect:
+                        raise TransitionError(f"case {case_id} is {state}, not {expect}: someone acted on it first")
+                    check_transition(case_id, state, target, outcome)
+                    update = {k: _text(v) for k, v in (fields or {}).items()} | {
+                        "state": target,
+                        "updated_at": _now(),
+                        "last_actor": actor,
+                    }
+                    if outcome is not None:
+                        update["outcome"] = outcome
+                    pipe.multi()
+                    pipe.hset(key, mapping=update)  # type: ignore[arg-type]
+                    if state == "proposed":
+                        pipe.zrem(PROPOSED_KEY, case_id)
+                    if not is_open(target):
+                        pipe.delete(open_key(current["customer_id"]))
+                    pipe.execute()
+                    return current | update
+                except redis.WatchError:
+                    continue
