@@ -102,6 +102,12 @@ class Settings(BaseSettings):
     contact_suppress_after_no_response: int = Field(default=3, ge=1, le=20)
     contact_suppression_days: int = Field(default=30, ge=1, le=365)
 
+    # --- The bank's identity in messages (policy template placeholders) ----------------------
+    bank_name: str = Field(default="Equilibrate Bank", min_length=1, max_length=20)
+    bank_helpline: str = Field(default="0800 000 0000", min_length=1, max_length=14)
+    bank_app_link: str = Field(default="bank.example/app", min_length=1, max_length=30)
+    bank_opening_hours: str = Field(default="8am to 8pm, Mon to Sat", min_length=1, max_length=32)
+
     # --- Redis -------------------------------------------------------------------------------
     redis_url: str = "redis://127.0.0.1:6379/0"
 
