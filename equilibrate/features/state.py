@@ -174,6 +174,32 @@ def event_columns() -> tuple[npt.NDArray[np.int64], npt.NDArray[np.bool_], npt.N
     return ev.kind.reshape(shape), ev.gambling.reshape(shape), ev.failed.reshape(shape)
 
 
+def coded_events(
+    cust: npt.NDArray[np.int64],
+    ms: npt.NDArray[np.int64],
+    amounts: npt.NDArray[np.float64],
+    *,
+    bal_p: npt.NDArray[np.int64],
+    direction: npt.NDArray[np.int64],
+    category: npt.NDArray[np.int64],
+    status: npt.NDArray[np.int64],
+) -> EventArrays:
+    """Events given as columns of enum codes (positions in Direction, Category, Status), with the
+    arithmetic of `to_arrays` (amounts in currency units, rounded half up; balances in pennies)."""
+    kind, gambling, failed = event_columns()
+    return EventArrays(
+        cust=cust.astype(np.int64),
+        day=ms // 86_400_000,
+        ms=ms.astype(np.int64),
+        minute=(ms % 86_400_000) // 60_000,
+        units=np.floor(amounts + 0.5).astype(np.int64),
+        kind=kind[direction, category, status],
+        gambling=gambling[direction, category, status],
+        failed=failed[direction, category, status],
+        bal_p=bal_p.astype(np.int64),
+    )
+
+
 def _shift(field: npt.NDArray[np.generic], shift: npt.NDArray[np.int64], fill: int = 0) -> npt.NDArray[np.generic]:
     """Move each row's ring `shift[i]` days older; the oldest fall off, new days are empty."""
     n, length = field.shape

@@ -16,12 +16,11 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from equilibrate.features.state import EventArrays, event_columns
+from equilibrate.features.state import EventArrays, coded_events
 from equilibrate.schema import Category, Direction, Status
 
 #: The archive columns this conversion reads.
 EVENT_COLUMNS = ("customer_id", "ts", "amount", "direction", "category", "status", "balance_after")
-_DAY_MS = 86_400_000
 
 
 def _codes(column: pa.ChunkedArray | pa.Array, enum: type[StrEnum]) -> npt.NDArray[np.int64]:
@@ -56,21 +55,13 @@ def table_events(table: pa.Table, customer_index: dict[str, int]) -> tuple[Event
             positions[j] = pos
         cust = positions[encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)]
     ms = table.column("ts").cast(pa.int64()).to_numpy().astype(np.int64)
-    amounts = table.column("amount").to_numpy()
-    balance = table.column("balance_after").to_numpy()
-    kind, gambling, failed = event_columns()
-    d = _codes(table.column("direction"), Direction)
-    c = _codes(table.column("category"), Category)
-    s = _codes(table.column("status"), Status)
-    events = EventArrays(
-        cust=cust,
-        day=ms // _DAY_MS,
-        ms=ms,
-        minute=(ms % _DAY_MS) // 60_000,
-        units=np.floor(amounts + 0.5).astype(np.int64),
-        kind=kind[d, c, s],
-        gambling=gambling[d, c, s],
-        failed=failed[d, c, s],
-        bal_p=np.rint(balance * 100).astype(np.int64),
+    events = coded_events(
+        cust,
+        ms,
+        table.column("amount").to_numpy(),
+        bal_p=np.rint(table.column("balance_after").to_numpy() * 100).astype(np.int64),
+        direction=_codes(table.column("direction"), Direction),
+        category=_codes(table.column("category"), Category),
+        status=_codes(table.column("status"), Status),
     )
     return events, added

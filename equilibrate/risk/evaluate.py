@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from equilibrate.features.compute import compute
-from equilibrate.features.state import EventArrays, apply_events, event_columns, new_records
+from equilibrate.features.state import EventArrays, apply_events, coded_events, new_records
 from equilibrate.risk.rules import RiskRules
 from equilibrate.risk.scoring import RULE_LEVELS, score_table
 from equilibrate.schema import CREDIT_REPAYMENT
@@ -36,7 +36,6 @@ F64 = npt.NDArray[np.float64]
 #: Scores features (columns, one row per customer) into level names, one per customer.
 Scorer = Callable[[Mapping[str, F64]], list[str]]
 HORIZON_DAYS = 30
-_DAY_MS = 86_400_000
 _REPAYMENT = np.array([c in CREDIT_REPAYMENT for c in CATEGORIES])
 
 
@@ -49,20 +48,14 @@ def rules_scorer(rules: RiskRules) -> Scorer:
 
 def day_events(batch: DayBatch) -> EventArrays:
     """A simulated day as the feature engine's event columns (what `to_arrays` makes of its JSON)."""
-    kind, gambling, failed = event_columns()
-    direction = batch.credit.astype(np.int64)  # Direction: DEBIT, CREDIT
-    status = batch.failed.astype(np.int64)  # Status: OK, FAILED
-    amounts = batch.amount / 100
-    return EventArrays(
-        cust=batch.customer.astype(np.int64),
-        day=batch.ts_ms // _DAY_MS,
-        ms=batch.ts_ms.astype(np.int64),
-        minute=(batch.ts_ms % _DAY_MS) // 60_000,
-        units=np.floor(amounts + 0.5).astype(np.int64),
-        kind=kind[direction, batch.category, status],
-        gambling=gambling[direction, batch.category, status],
-        failed=failed[direction, batch.category, status],
-        bal_p=batch.balance.astype(np.int64),  # pence already
+    return coded_events(
+        batch.customer,
+        batch.ts_ms,
+        batch.amount / 100,
+        bal_p=batch.balance,  # pence already
+        direction=batch.credit.astype(np.int64),  # Direction: DEBIT, CREDIT
+        category=batch.category,
+        status=batch.failed.astype(np.int64),  # Status: OK, FAILED
     )
 
 
