@@ -55,6 +55,12 @@ def day_date(n: int) -> date:
     return _EPOCH + timedelta(days=n)
 
 
+def missed_payments(table: pa.Table) -> pa.ChunkedArray:
+    """Which archived rows are missed payments: a failed repayment of the bank's loan or card."""
+    repayment = pc.is_in(table.column("category"), value_set=pa.array([c.value for c in CREDIT_REPAYMENT]))
+    return pc.and_(pc.equal(table.column("status"), Status.FAILED.value), repayment)
+
+
 @dataclass
 class _Snapshot:
     day: int
@@ -82,9 +88,7 @@ class PointInTime:
             grown[: len(self.records)] = self.records
             self.records = grown
         apply_events(self.records[: len(self.index)], events)
-        repayment = pc.is_in(table.column("category"), pa.array([c.value for c in CREDIT_REPAYMENT]))
-        gone = pc.and_(pc.equal(table.column("status"), Status.FAILED.value), repayment)
-        mask = np.asarray(gone.to_numpy(zero_copy_only=False), dtype=np.bool_)
+        mask = np.asarray(missed_payments(table).to_numpy(zero_copy_only=False), dtype=np.bool_)
         self.missed.extend(zip(events.cust[mask].tolist(), events.day[mask].tolist(), strict=True))
         self.events += table.num_rows
 

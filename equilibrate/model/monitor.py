@@ -30,10 +30,9 @@ import pyarrow.parquet as pq
 
 from equilibrate.errors import ConfigError
 from equilibrate.model import registry
-from equilibrate.model.dataset import HORIZON_DAYS, day_number
+from equilibrate.model.dataset import HORIZON_DAYS, day_number, missed_payments
 from equilibrate.model.metrics import calibration_bins
 from equilibrate.model.registry import REFERENCE_FILE
-from equilibrate.schema import CREDIT_REPAYMENT
 from equilibrate.settings import Settings
 from equilibrate.storage.archive_store import ArchiveStore
 
@@ -112,8 +111,7 @@ def _missed_payment_days(archive: ArchiveStore) -> tuple[dict[str, list[int]], i
     if not table.num_rows:
         return {}, None
     newest = int(pc.max(table.column("ts").cast(pa.int64())).as_py() // 86_400_000)
-    repayment = pc.is_in(table.column("category"), value_set=pa.array([c.value for c in CREDIT_REPAYMENT]))
-    gone = table.filter(pc.and_(pc.equal(table.column("status"), "failed"), repayment))
+    gone = table.filter(missed_payments(table))
     days: dict[str, list[int]] = {}
     stamps = gone.column("ts").cast(pa.int64()).to_pylist()
     for cid, ms in zip(gone.column("customer_id").to_pylist(), stamps, strict=True):
