@@ -92,7 +92,7 @@ class ScoreTable:
         return RULE_LEVELS[int(self.level[i])]
 
     def all_reasons(self) -> list[list[Reason]]:
-        """Every customer's reasons (as `reasons(i)` gives them), built in one pass over the points."""
+        """Every customer's reasons, most points first (ties in file order), in one pass over the points."""
         out: list[list[Reason]] = [[] for _ in range(len(self))]
         rows, cols = np.nonzero(self.points > 0)
         texts: dict[tuple[int, float], str] = {}
@@ -106,20 +106,7 @@ class ScoreTable:
             out[i].append(Reason(self.components[j][0], self.components[j][1].feature, p, text))
         for reasons in out:
             if len(reasons) > 1:
-                reasons.sort(key=lambda r: -r.points)  # stable: file order on ties, as reasons(i)
-        return out
-
-    def reasons(self, i: int) -> list[Reason]:
-        """Customer i's reasons, most points first (ties in file order)."""
-        row = self.points[i]
-        out = []
-        for j in np.argsort(-row, kind="stable").tolist():
-            if row[j] <= 0:
-                break
-            signal, component = self.components[j]
-            value = float(self.values[i, j])
-            text = component.text.format(value=value, abs_value=abs(value), pct=value * 100)
-            out.append(Reason(signal, component.feature, int(row[j]), text))
+                reasons.sort(key=lambda r: -r.points)  # stable: file order on ties
         return out
 
 
@@ -188,7 +175,7 @@ def _one(features: Mapping[str, float]) -> dict[str, F64]:
 def rule_score(features: Mapping[str, float], rules: RiskRules) -> RuleScore:
     """One customer's rule score, level and reasons."""
     table = score_table(_one(features), rules)
-    return RuleScore(int(table.score[0]), table.level_name(0), table.reasons(0))
+    return RuleScore(int(table.score[0]), table.level_name(0), table.all_reasons()[0])
 
 
 def classify_hardship(features: Mapping[str, float], rules: RiskRules) -> Hardship:

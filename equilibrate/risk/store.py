@@ -50,9 +50,10 @@ def previous_state(client: redis.Redis, ids: Sequence[str]) -> list[Previous]:
     return out
 
 
-def row_digests(a: Assessment) -> list[str]:
-    """A digest of each customer's row without `scored_at`: equal digests, nothing to rewrite."""
-    return [f"{zlib.crc32('|'.join(map(str, row[:6] + row[7:])).encode()):08x}" for row in a.rows()]
+def row_digests(rows: Sequence[Sequence[object]]) -> list[str]:
+    """A digest of each score row (RISK_FIELDS order) without `scored_at`: equal digests, nothing to rewrite."""
+    at = RISK_FIELDS.index("scored_at")
+    return [f"{zlib.crc32('|'.join(map(str, [*row[:at], *row[at + 1 :]])).encode()):08x}" for row in rows]
 
 
 def change_event(a: Assessment, i: int, previous: str | None) -> dict[str, object]:
@@ -105,9 +106,12 @@ def encode_assessment(
     stats: dict[str, int] | None = None,
 ) -> tuple[list[bytes], int, int]:
     """The batch's writes as RESP commands (CPU only): (commands, how many they hold, rows rewritten)."""
-    rows, digests = a.rows(), row_digests(a)
-    changed = [i for i, (d, p) in enumerate(zip(digests, previous, strict=True)) if d != p.digest]
-    same = [i for i, (d, p) in enumerate(zip(digests, previous, strict=True)) if d == p.digest]
+    rows = a.rows()
+    digests = row_digests(rows)
+    changed: list[int] = []
+    same: list[int] = []
+    for i, (digest, prev) in enumerate(zip(digests, previous, strict=True)):
+        (same if digest == prev.digest else changed).append(i)
     commands: list[bytes] = []
     count = 0
     if same:
