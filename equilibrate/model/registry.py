@@ -51,10 +51,13 @@ class Model:
         n = len(next(iter(columns.values()))) if columns else 0
         return np.column_stack([columns.get(f, np.full(n, np.nan)) for f in self.features]).astype(np.float64)
 
-    def raw(self, x: F64) -> F64:
+    def _dmatrix(self, x: F64) -> Any:
         import xgboost as xgb
 
-        out: F64 = self.booster.predict(xgb.DMatrix(x, feature_names=self.features)).astype(np.float64)
+        return xgb.DMatrix(x, feature_names=self.features)
+
+    def raw(self, x: F64) -> F64:
+        out: F64 = self.booster.predict(self._dmatrix(x)).astype(np.float64)
         return out
 
     def predict(self, x: F64) -> F64:
@@ -63,10 +66,15 @@ class Model:
 
     def contributions(self, x: F64) -> F64:
         """TreeSHAP values per feature (log-odds), without the bias column."""
-        import xgboost as xgb
-
-        shap: F64 = self.booster.predict(xgb.DMatrix(x, feature_names=self.features), pred_contribs=True)
+        shap: F64 = self.booster.predict(self._dmatrix(x), pred_contribs=True)
         return shap[:, :-1].astype(np.float64)
+
+    def score(self, x: F64) -> tuple[F64, F64]:
+        """(calibrated probabilities, TreeSHAP values) from one DMatrix: what the risk engine writes."""
+        matrix = self._dmatrix(x)
+        probs = self.calibrator(self.booster.predict(matrix).astype(np.float64))
+        shap: F64 = self.booster.predict(matrix, pred_contribs=True)
+        return probs, shap[:, :-1].astype(np.float64)
 
 
 def new_version(registry: Path, data_hash: str, now: datetime | None = None) -> str:

@@ -176,7 +176,14 @@ def evaluate_version(settings: Settings, version: str | None = None, *, table: p
     fig = report.figures(y[split.test], probs, threshold=high, baseline=baseline, lead=lead)
     out = reg / model.version / "report"
     return report.write(
-        out, model.version, y[split.test], probs, fig=fig, card=card, lead=lead, importance=_importance(model, x)
+        out,
+        model.version,
+        y[split.test],
+        probs,
+        fig=fig,
+        card=card,
+        lead=lead,
+        importance=card.get("importance") or _importance(model, x),
     )
 
 

@@ -161,9 +161,9 @@ def assess(
         version = rules.version
     else:
         x = model.matrix(dict(features))
-        risk = np.round(model.predict(x) * 100.0, 1)
+        probs, shap = model.score(x)
+        risk = np.round(probs * 100.0, 1)
         levels = [rules.model_level(p) for p in risk.tolist()]
-        shap = model.contributions(x)
         explained = [top_reasons(model.features, shap[i], x[i]) for i in range(len(x))]
         version = model.version
     actions = _actions(policy, hardship, levels)
