@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "equilibrate.risk.command",
     "equilibrate.risk.policy_command",
     "equilibrate.model.command",
+    "equilibrate.alert.command",
     "equilibrate.alert.audit_command",
     "equilibrate.sources.replay",
     "equilibrate.sources.produce",

@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from equilibrate.errors import ConfigError
+from equilibrate.risk.policy_words import CHANNELS
 
 KafkaClientName = Literal["confluent", "kafka-python"]
 EmbeddedMode = Literal["auto", "always", "never"]
@@ -102,6 +103,25 @@ class Settings(BaseSettings):
     contact_suppress_after_no_response: int = Field(default=3, ge=1, le=20)
     contact_suppression_days: int = Field(default=30, ge=1, le=365)
 
+    # --- Intervention engine (equilibrate interventions) -------------------------------------
+    #: Let low-touch channels go without an operator's approval (off: every message is approved).
+    auto_intervene: bool = False
+    #: The lowest risk score (0-100) at which AUTO_INTERVENE sends without an approval.
+    auto_intervene_min_score: float = Field(default=60.0, ge=0, le=100)
+    #: Channels AUTO_INTERVENE may use (comma-separated); sms and voice need an approval unless listed.
+    auto_intervene_channels: str = "app,email"
+    #: Days after delivery without a recorded response before a case closes as no_response.
+    intervention_response_days: int = Field(default=14, ge=1, le=90)
+    #: Failed sends are retried this many times (after the channel's own attempts), waiting
+    #: delivery_retry_s, then twice that, and so on (wall-clock seconds: a gateway outage is real time).
+    delivery_retries: int = Field(default=3, ge=0, le=20)
+    delivery_retry_s: float = Field(default=60.0, gt=0, le=86_400)
+    #: This engine's name in the outbox consumer group: a restarted engine resumes its own unfinished
+    #: sends at once. Empty: the host name. Give each engine on one host its own name.
+    interventions_consumer: str = ""
+    #: Sends another engine took and has not finished after this long are taken over (seconds).
+    outbox_claim_idle_s: float = Field(default=120.0, gt=0, le=86_400)
+
     # --- The bank's identity in messages (policy template placeholders) ----------------------
     bank_name: str = Field(default="Equilibrate Bank", min_length=1, max_length=20)
     bank_helpline: str = Field(default="0800 000 0000", min_length=1, max_length=14)
@@ -171,6 +191,19 @@ class Settings(BaseSettings):
         if parsed.scheme not in {"http", "https"} or not parsed.hostname:
             raise ValueError(f"expected an http:// or https:// URL with a host, got {redact_url(value)!r}")
         return value
+
+    @field_validator("auto_intervene_channels")
+    @classmethod
+    def _check_channels(cls, value: str) -> str:
+        names = [part.strip() for part in value.split(",") if part.strip()]
+        unknown = [name for name in names if name not in CHANNELS]
+        if unknown:
+            raise ValueError(f"unknown channel(s) {', '.join(unknown)} (known: {', '.join(CHANNELS)})")
+        return ",".join(names)
+
+    @property
+    def auto_channels(self) -> frozenset[str]:
+        return frozenset(part for part in self.auto_intervene_channels.split(",") if part)
 
     @field_validator("contact_quiet_start", "contact_quiet_end")
     @classmethod

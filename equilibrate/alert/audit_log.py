@@ -38,6 +38,7 @@ from pathlib import Path
 
 from equilibrate.alert.audit import (
     COLUMNS,
+    EVENT_ID,
     GENESIS_HASH,
     RECORDED_AT,
     ROW_HASH,
@@ -106,6 +107,53 @@ class AuditLog:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with _locked(self.data_dir / LOCK_NAME, fcntl.LOCK_EX):
             return self._append_locked(records)
+
+    def append_queued(self, take: Callable[[], Sequence[AuditRecord]], done: Callable[[], None]) -> list[AuditRow]:
+        """Move records from a durable queue into the log, all under the lock.
+
+        `take` reads the queue's records (each with its event_id); those whose event ids already end
+        the log are skipped: an earlier writer appended them and died before `done` removed them from
+        the queue (only queue writers append, under this lock, so such rows are always the last ones).
+        The rest are appended and fsynced, then `done` removes them all from the queue.
+        """
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with _locked(self.data_dir / LOCK_NAME, fcntl.LOCK_EX):
+            records = list(take())
+            if not records:
+                done()  # whatever was taken and set aside
+                return []
+            if any(not record.event_id for record in records):
+                raise AuditError("queued audit records need their event_id (it is how a replay is recognised)")
+            written = self._last_event_ids(len(records))
+            fresh = [record for record in records if record.event_id not in written]
+            if len(fresh) < len(records):
+                log.info("audit log: %d queued row(s) were already written; not writing them twice",
+                         len(records) - len(fresh))  # fmt: skip
+            rows = self._append_locked(fresh) if fresh else []
+            done()
+            return rows
+
+    def _last_event_ids(self, count: int) -> set[str]:
+        """The event ids of the current file's last `count` complete rows."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return set()
+        try:
+            end = os.fstat(fd).st_size
+            if end and os.pread(fd, 1, end - 1) != b"\n":
+                end = _line_start(fd, end - 1)  # a torn last line is no row
+            found: set[str] = set()
+            while end > 0 and len(found) < count:
+                start = _line_start(fd, end - 1)
+                cells = _cells(os.pread(fd, end - start, start))
+                if start == 0 or cells is None or len(cells) != len(COLUMNS):
+                    break  # the header (or something verify will report)
+                found.add(cells[EVENT_ID])
+                end = start
+            return found
+        finally:
+            os.close(fd)
 
     def _append_locked(self, records: Sequence[AuditRecord]) -> list[AuditRow]:
         stamp = recorded_at_text(self.clock())

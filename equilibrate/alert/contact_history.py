@@ -44,12 +44,17 @@ def load(client: redis.Redis, customer_id: str, now: datetime, window: timedelta
     return ContactHistory(tuple(sent), count if last is not None else 0, last)
 
 
-def record_sent(client: redis.Redis, customer_id: str, channel: str, at: datetime, keep: timedelta) -> None:
+def add_sent(pipe: redis.client.Pipeline, customer_id: str, channel: str, at: datetime, keep: timedelta) -> None:
+    """Record a send inside the caller's MULTI (the sender's result step)."""
     key = SENT_PREFIX + customer_id
     ms = _ms(at)
+    pipe.zadd(key, {f"{channel}:{ms}": ms})
+    pipe.zremrangebyscore(key, "-inf", _ms(at - keep) - 1)
+
+
+def record_sent(client: redis.Redis, customer_id: str, channel: str, at: datetime, keep: timedelta) -> None:
     with client.pipeline(transaction=True) as pipe:
-        pipe.zadd(key, {f"{channel}:{ms}": ms})
-        pipe.zremrangebyscore(key, "-inf", _ms(at - keep) - 1)
+        add_sent(pipe, customer_id, channel, at, keep)
         pipe.execute()
 
 

@@ -4,7 +4,8 @@
          \\          \\        \\-> failed -> (retry) sent | outcome
           \\-> rejected  \\-> blocked (contact policy) -> approved again later, or outcome
     any open state -> outcome (closed with the result: responded, plan agreed, payment holiday,
-                               no response, cured, missed payment, or withdrawn)
+                               no response, cured, missed payment, withdrawn, or
+                               contact_blocked: the contact policy allowed no channel at all)
 
 A step not in the table is refused with the case's current state named, so an operator clicking
 twice, the API and the engine racing, or a replay after a crash cannot move a case backwards.
@@ -18,7 +19,16 @@ from typing import Literal
 from equilibrate.errors import EquilibrateError
 
 State = Literal["proposed", "approved", "rejected", "blocked", "sent", "delivered", "failed", "outcome"]
-Outcome = Literal["responded", "plan_agreed", "payment_holiday", "no_response", "cured", "missed_payment", "withdrawn"]
+Outcome = Literal[
+    "responded",
+    "plan_agreed",
+    "payment_holiday",
+    "no_response",
+    "cured",
+    "missed_payment",
+    "withdrawn",
+    "contact_blocked",
+]
 
 STATES: tuple[State, ...] = ("proposed", "approved", "rejected", "blocked", "sent", "delivered", "failed", "outcome")
 OUTCOMES: tuple[Outcome, ...] = (
@@ -29,7 +39,10 @@ OUTCOMES: tuple[Outcome, ...] = (
     "cured",
     "missed_payment",
     "withdrawn",
+    "contact_blocked",
 )
+#: Outcomes that mean the customer answered (they reset the contact policy's no-response count).
+RESPONDED: frozenset[str] = frozenset({"responded", "plan_agreed", "payment_holiday", "cured"})
 #: Where each state may go next.
 NEXT: Mapping[str, frozenset[str]] = {
     "proposed": frozenset({"approved", "rejected", "blocked", "outcome"}),

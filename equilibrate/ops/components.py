@@ -33,5 +33,6 @@ def pipeline_components(
         ComponentSpec("features", ("features",)),
         ComponentSpec("risk", ("risk",)),
         ComponentSpec("snapshot", ("snapshot",)),
+        ComponentSpec("interventions", ("interventions",)),
     ]
     return specs

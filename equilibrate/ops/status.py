@@ -53,6 +53,19 @@ def _kafka_health(settings: Settings) -> dict[str, Any]:
     return out
 
 
+def _interventions(client: redis.Redis) -> dict[str, Any]:
+    from equilibrate.alert import audit_queue, outbox
+    from equilibrate.alert.cases import CaseStore
+    from equilibrate.alert.engine import STATS_KEY as INTERVENTION_STATS_KEY
+
+    return {
+        "cases": CaseStore(client).counts(),
+        "outbox": outbox.waiting(client),
+        "audit_queue": audit_queue.pending(client),
+        "stats": _decoded(client.hgetall(INTERVENTION_STATS_KEY)),
+    }
+
+
 def _redis_health(settings: Settings) -> tuple[dict[str, Any], redis.Redis | None]:
     out: dict[str, Any] = {"url": redact_url(settings.redis_url)}
     try:
@@ -70,6 +83,7 @@ def _redis_health(settings: Settings) -> tuple[dict[str, Any], redis.Redis | Non
             freshness=_decoded(client.hgetall(LATENCY_KEY)),
             risk=_decoded(client.hgetall(RISK_STATS_KEY)) | {"queue": str(client.zcard(RISK_QUEUE_KEY))},
             watermark_ms=max((int(v) for v in client.hvals(WATERMARK_KEY)), default=None),
+            interventions=_interventions(client),
         )
         return out, client
     except EquilibrateError as exc:
@@ -138,6 +152,7 @@ def render(report: dict[str, Any]) -> str:
                 f"  Risk: {risk['scored']} scores, {risk.get('level_changes', 0)} level changes, "
                 f"{risk.get('sweeps', 0)} sweeps, {risk.get('queue', 0)} customers in the queue"
             )
+        lines += _intervention_lines(r.get("interventions") or {})
         dlq = r.get("dlq") or {}
         total = sum(int(v) for v in dlq.values())
         detail = ", ".join(f"{k} {v}" for k, v in sorted(dlq.items()))
@@ -183,3 +198,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p = sub.add_parser("status", help="health of broker, Redis and components; consumer lag; Redis memory")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=run)
+
+
+def _intervention_lines(info: dict[str, Any]) -> list[str]:
+    cases = {k: v for k, v in (info.get("cases") or {}).items() if v}
+    if not cases:
+        return []
+    box = info.get("outbox") or {}
+    by_state = ", ".join(f"{state} {n}" for state, n in cases.items())
+    return [
+        f"  Interventions: {by_state}; outbox {box.get('unsent', 0)} to send, {box.get('deferred', 0)} deferred "
+        f"(quiet hours), {box.get('retrying', 0)} awaiting a retry; audit rows queued {info.get('audit_queue', 0)}"
+    ]

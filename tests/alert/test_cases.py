@@ -18,10 +18,13 @@ T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 
 def test_one_open_case_per_customer_and_its_lifecycle(redis_client: redis.Redis) -> None:
     store = CaseStore(redis_client)
-    first = store.propose("C1", {"risk_level": "HIGH", "action": "reduced_payment_plan"}, priority=62.5)
-    assert first is not None
+    opened = store.propose("C1", {"risk_level": "HIGH", "action": "reduced_payment_plan"}, priority=62.5)
+    assert opened is not None and opened["state"] == "proposed" and opened["customer_id"] == "C1"
+    first = opened["case_id"]
     assert store.propose("C1", {"risk_level": "HIGH"}) is None  # already open
-    other = store.propose("C2", {"risk_level": "MEDIUM"}, priority=31.0)
+    second = store.propose("C2", {"risk_level": "MEDIUM"}, priority=31.0)
+    assert second is not None
+    other = second["case_id"]
     assert store.proposed() == [first, other]  # highest risk first
     case = store.get(first)
     assert case is not None and case["state"] == "proposed" and case["action"] == "reduced_payment_plan"
@@ -42,8 +45,9 @@ def test_one_open_case_per_customer_and_its_lifecycle(redis_client: redis.Redis)
 
 def test_racing_actors_cannot_both_move_a_case(redis_client: redis.Redis) -> None:
     store = CaseStore(redis_client)
-    case_id = store.propose("C7", {})
-    assert case_id is not None
+    opened = store.propose("C7", {})
+    assert opened is not None
+    case_id = opened["case_id"]
     results: list[str] = []
 
     def act(target: str) -> None:

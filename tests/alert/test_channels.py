@@ -2,23 +2,13 @@
 
 from __future__ import annotations
 
-import email
-import email.policy
 import itertools
 import json
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
-from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiosmtpd import smtp as smtpd
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
 from equilibrate.alert.channels import (
     DeliveryError,
@@ -35,6 +25,7 @@ from equilibrate.errors import ConfigError
 from equilibrate.ops.net import free_port
 from equilibrate.risk.policy import load_policy
 from equilibrate.settings import Settings, load_settings
+from tests.alert.gateways import Gateway, Inbox
 
 POLICY = load_policy()
 VALUES = {
@@ -108,51 +99,6 @@ def test_retrying_stops_at_a_permanent_error_and_after_the_last_attempt() -> Non
 
 
 # --- email -------------------------------------------------------------------------------------
-
-
-@dataclass
-class Inbox:
-    """An aiosmtpd handler: keeps what it accepts; `rcpt_reply` overrides the answer to RCPT TO."""
-
-    rcpt_reply: str | None = None
-    received: list[Envelope] = field(default_factory=list)
-
-    async def handle_RCPT(  # noqa: N802  # aiosmtpd's hook name
-        self, server: smtpd.SMTP, session: Session, envelope: Envelope, address: str, rcpt_options: list[str]
-    ) -> str:
-        if self.rcpt_reply:
-            return self.rcpt_reply
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(self, server: smtpd.SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
-        self.received.append(envelope)
-        return "250 Message accepted for delivery"
-
-    def parsed(self, index: int = 0) -> EmailMessage:
-        content = self.received[index].content
-        assert isinstance(content, bytes)
-        message = email.message_from_bytes(content, policy=email.policy.default)
-        assert isinstance(message, EmailMessage)
-        return message
-
-
-def _authenticate(
-    server: smtpd.SMTP, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
-) -> AuthResult:
-    ok = isinstance(auth_data, LoginPassword) and (auth_data.login, auth_data.password) == (b"relay", b"p@ss:word")
-    return AuthResult(success=ok, handled=False)  # handled=False: aiosmtpd answers 535 itself
-
-
-@pytest.fixture
-def smtp_server() -> Iterator[tuple[Inbox, int]]:
-    inbox, port = Inbox(), free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port, authenticator=_authenticate, auth_require_tls=False)
-    controller.start()
-    try:
-        yield inbox, port
-    finally:
-        controller.stop()
 
 
 def email_channel(port: int, userinfo: str = "", attempts: int = 3) -> EmailChannel:
@@ -239,64 +185,6 @@ def test_smtp_url_forms() -> None:
 
 
 # --- webhooks (sms, app) -----------------------------------------------------------------------
-
-
-@dataclass
-class Seen:
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass
-class Gateway:
-    """A real HTTP server answering from a script: an int is a status, a float a delay before 200."""
-
-    url: str
-    script: list[int | float] = field(default_factory=list)
-    seen: list[Seen] = field(default_factory=list)
-
-
-@pytest.fixture
-def gateway() -> Iterator[Gateway]:
-    port = free_port()
-    gw = Gateway(f"http://127.0.0.1:{port}/v1/messages")
-    lock = threading.Lock()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            with lock:
-                gw.seen.append(Seen(self.path, dict(self.headers.items()), body))
-                step = gw.script.pop(0) if gw.script else 200
-            if isinstance(step, float):
-                time.sleep(step)
-                step = 200
-            answer = json.dumps({"id": f"gw-{len(gw.seen)}", "status": "queued"}).encode()
-            if step != 200:
-                answer = b'{"error": "scripted"}'
-            try:
-                self.send_response(step)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(answer)))
-                if step in {429, 503}:
-                    self.send_header("Retry-After", "0")
-                self.end_headers()
-                self.wfile.write(answer)
-            except OSError:
-                pass  # the client gave up (the timeout test)
-
-        def log_message(self, format: str, *args: Any) -> None:  # keep test output clean
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield gw
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def sms_channel(url: str, attempts: int = 3, timeout_s: float = 5.0) -> WebhookChannel:
