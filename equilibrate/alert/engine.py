@@ -39,6 +39,7 @@ from equilibrate.alert.audit_log import AuditLog
 from equilibrate.alert.cases import CaseStore, case_key
 from equilibrate.alert.channels import Channel, make_channels
 from equilibrate.alert.contact_policy import ContactRules
+from equilibrate.alert.lifecycle import TransitionError
 from equilibrate.alert.proposals import CONTACT_LEVELS, Proposal, bank_values, propose
 from equilibrate.alert.sender import Sender, customer_view
 from equilibrate.errors import InvalidEventError
@@ -154,8 +155,26 @@ class InterventionEngine:
         return opened
 
     def propose(self, event: RiskEvent) -> dict[str, str] | None:
-        """Open a case for the event's customer when they need contact and have no open case."""
-        if event.level not in CONTACT_LEVELS or self.cases.open_case(event.customer_id) is not None:
+        """Open a case for the event's customer when they need contact and have no open case.
+
+        A proposal nobody has acted on yet follows the customer's level: it is withdrawn when they
+        fall below MEDIUM, and replaced when their level changes (the action and template depend on
+        it), so the approval queue shows the customers who need contact now. Once approved, a case
+        runs its course.
+        """
+        open_id = self.cases.open_case(event.customer_id)
+        if open_id is not None:
+            current = self.cases.get(open_id) or {}
+            if current.get("state") != "proposed" or current.get("risk_level") == event.level:
+                return None  # acted on already, or the same level again (a duplicate event)
+            note = f"risk level now {event.level} (was {current.get('risk_level', '?')})"
+            try:
+                self.cases.transition(open_id, "outcome", actor=SYSTEM, outcome="withdrawn", expect="proposed",
+                                      also=with_audit("outcome", SYSTEM, detail=f"withdrawn: {note}"))  # fmt: skip
+            except TransitionError:
+                return None  # an operator acted on it meanwhile: theirs stands
+            self._count(withdrawn=1)
+        if event.level not in CONTACT_LEVELS:
             return None
         customer = customer_view(self.redis, event.customer_id)
         now = event.at or self.now()

@@ -385,3 +385,24 @@ def test_an_audit_row_queued_with_its_step_is_written_once_even_if_the_writer_di
     rig.redis.xadd(audit_queue.QUEUE_KEY, {"record": b"{broken"})
     rig.engine.flush_audit()
     assert audit_queue.pending(rig.redis) == 0 and rig.redis.xlen(audit_queue.REJECTED_KEY) == 1
+
+
+def test_an_untouched_proposal_follows_the_customers_level(rig: Rig) -> None:
+    register(rig.redis, "C080", customer())
+    medium = rig.propose("C080", risk_level="MEDIUM", risk_score=35.0)
+    again = rig.engine.propose(read_risk_event(orjson.dumps(risk_event("C080", level="MEDIUM", score=35.0))))
+    assert again is None  # the same level twice (an at-least-once duplicate): nothing new
+    high = rig.propose("C080", risk_level="HIGH", risk_score=71.0)
+    assert high["case_id"] != medium["case_id"] and high["risk_level"] == "HIGH"
+    replaced = rig.cases.get(medium["case_id"]) or {}
+    assert replaced["outcome"] == "withdrawn"
+    assert rig.engine.propose(read_risk_event(orjson.dumps(risk_event("C080", level="LOW", score=8.0)))) is None
+    assert (rig.cases.get(high["case_id"]) or {})["outcome"] == "withdrawn"
+    assert rig.cases.open_case("C080") is None and rig.cases.proposed() == []
+    rig.engine.flush_audit()
+    assert [r["detail"] for r in rig.rows(high["case_id"], "outcome")] == ["withdrawn: risk level now LOW (was HIGH)"]
+
+    approved = rig.propose("C080", risk_level="HIGH", risk_score=71.0)
+    rig.actions.approve(approved["case_id"], "ops:alice")
+    assert rig.engine.propose(read_risk_event(orjson.dumps(risk_event("C080", level="LOW", score=8.0)))) is None
+    assert (rig.cases.get(approved["case_id"]) or {})["state"] == "approved"  # an operator's decision stands
