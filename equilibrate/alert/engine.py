@@ -157,11 +157,16 @@ class InterventionEngine:
     def propose(self, event: RiskEvent) -> dict[str, str] | None:
         """Open a case for the event's customer when they need contact and have no open case.
 
-        A proposal nobody has acted on yet follows the customer's level: it is withdrawn when they
+        An event the customer's current score has already superseded is skipped. A proposal nobody
+        has acted on yet follows the customer's level: it is withdrawn when they
         fall below MEDIUM, and replaced when their level changes (the action and template depend on
         it), so the approval queue shows the customers who need contact now. Once approved, a case
         runs its course.
         """
+        customer = customer_view(self.redis, event.customer_id)
+        if _superseded(event, customer):
+            self._count(superseded=1)
+            return None
         open_id = self.cases.open_case(event.customer_id)
         if open_id is not None:
             current = self.cases.get(open_id) or {}
@@ -176,7 +181,6 @@ class InterventionEngine:
             self._count(withdrawn=1)
         if event.level not in CONTACT_LEVELS:
             return None
-        customer = customer_view(self.redis, event.customer_id)
         now = event.at or self.now()
         history = contact_history.load(self.redis, event.customer_id, now, self.rules.window)
         proposal = propose(event.body, customer, self.policy, history, now, rules=self.rules, values=self.values)
@@ -322,6 +326,19 @@ class InterventionEngine:
 
     def _with_redis(self, call: Callable[[], T]) -> T:
         return with_redis(self.redis, call)
+
+
+def _superseded(event: RiskEvent, customer: Mapping[str, str]) -> bool:
+    """The customer has been scored to another level since this event (an engine catching up on a
+    backlog, e.g. after a backfill): the event is history, and a later one says where they are now.
+
+    The risk engine publishes an event before it writes the customer's hash, so a hash still older
+    than the event is not yet written, and the event stands.
+    """
+    current = parse_event_time(customer.get("scored_at", ""))
+    if current is None or event.at is None or current <= event.at:
+        return False
+    return customer.get("risk_level", event.level) != event.level
 
 
 def _proposal_detail(p: Proposal) -> str:

@@ -406,3 +406,14 @@ def test_an_untouched_proposal_follows_the_customers_level(rig: Rig) -> None:
     rig.actions.approve(approved["case_id"], "ops:alice")
     assert rig.engine.propose(read_risk_event(orjson.dumps(risk_event("C080", level="LOW", score=8.0)))) is None
     assert (rig.cases.get(approved["case_id"]) or {})["state"] == "approved"  # an operator's decision stands
+
+
+def test_events_the_customers_current_score_has_superseded_are_skipped(rig: Rig) -> None:
+    """An engine catching up on a backlog (after a backfill) acts on where customers are now."""
+    register(rig.redis, "C090", customer(risk_level="LOW", scored_at="2026-03-05T00:00:00Z"))
+    assert rig.engine.propose(read_risk_event(orjson.dumps(risk_event("C090")))) is None  # HIGH on 2 March: history
+    assert rig.cases.open_case("C090") is None
+    register(rig.redis, "C091", customer(risk_level="HIGH", scored_at="2026-03-05T00:00:00Z"))
+    assert rig.engine.propose(read_risk_event(orjson.dumps(risk_event("C091")))) is not None  # still HIGH
+    register(rig.redis, "C092", customer(risk_level="LOW", scored_at="2026-03-01T00:00:00Z"))
+    assert rig.engine.propose(read_risk_event(orjson.dumps(risk_event("C092")))) is not None  # hash not yet written
