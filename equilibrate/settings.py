@@ -63,6 +63,8 @@ class Settings(BaseSettings):
     risk_sweep_interval_s: float = Field(default=5.0, gt=0, le=3600)
     risk_sweep_batch: int = Field(default=5_000, ge=1, le=200_000)
     risk_changes_maxlen: int = Field(default=10_000, ge=100, le=10_000_000)
+    #: How often the risk engine records customers per level for the console's trend (seconds).
+    risk_trend_interval_s: float = Field(default=30.0, gt=0, le=3600)
     #: Where trained models live (`<dir>/<version>/`, and `current`, which the risk engine follows).
     model_registry_dir: Path = Path("model/registry")
     #: How often the risk engine checks `current` for a newly trained model (seconds).

@@ -41,7 +41,7 @@ from equilibrate.ops.heartbeat import Heartbeat
 from equilibrate.ops.stopping import StopFlag
 from equilibrate.risk import store
 from equilibrate.risk.assess import Assessment, assess
-from equilibrate.risk.keys import STATS_KEY
+from equilibrate.risk.keys import LEVELS, STATS_KEY, TREND_KEY, level_index
 from equilibrate.risk.policy import Policy, load_policy
 from equilibrate.risk.rules import RiskRules, load_rules
 from equilibrate.settings import Settings
@@ -51,6 +51,8 @@ from equilibrate.storage.redis_client import connect, with_redis
 log = logging.getLogger(__name__)
 
 DAY_MS = 86_400_000
+#: Trend points kept (a day at one every 30 s, and then some).
+TREND_MAXLEN = 4_000
 T = TypeVar("T")
 
 
@@ -91,6 +93,7 @@ class RiskEngine:
         self.sweep: _Pass | None = None
         self.swept_day: int | None = None  # the day the last complete pass scored as of
         self.last_pass_start = float("-inf")
+        self._last_trend = float("-inf")
         self.model: Model | None = None
         self._model_checked = float("-inf")
         self._model_problem: str | None = None
@@ -230,6 +233,19 @@ class RiskEngine:
             total += self.sweep_step().scored
         return total
 
+    def trend_point(self, *, force: bool = False) -> None:
+        """Customers per level now, for the console's trend (wall clock: it shows the live system)."""
+        now = time.time()
+        if not force and now - self._last_trend < self.settings.risk_trend_interval_s:
+            return
+        self._last_trend = now
+        with self.redis.pipeline(transaction=False) as pipe:
+            for level in LEVELS:
+                pipe.scard(level_index(level))
+            counts = pipe.execute()
+        point = {"at_ms": int(now * 1000), **{level: int(n) for level, n in zip(LEVELS, counts, strict=True)}}
+        self.redis.xadd(TREND_KEY, point, maxlen=TREND_MAXLEN, approximate=True)  # type: ignore[arg-type]
+
     # -- the loop ---------------------------------------------------------------------------
     def run(self) -> None:
         log.info("risk engine: rules %s; full pass first, then changes and sweeps", self.rules.version)
@@ -248,6 +264,7 @@ class RiskEngine:
                     rules=self.rules.version,
                     model=None if self.model is None else self.model.version,
                 )
+                self._with_redis(self.trend_point)
                 if not changed.scored and self.sweep is None:
                     self.stop.wait(self.settings.risk_poll_s)
         finally:

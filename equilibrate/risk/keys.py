@@ -6,6 +6,9 @@ eq:risk:levels           HASH   customer id -> `LEVEL|digest` of its score row (
 eq:risk:changes          STREAM recent level changes (bounded, newest last)
 eq:risk:reasons:{id}     STRING the full explanation of the latest score (JSON)
 eq:risk:stats            HASH   counters (scored, sweeps, level changes)
+eq:idx:level:{level}     SET    customers at each level      } indices for the console and the API:
+eq:idx:hardship:{type}   SET    customers of each hardship   } intersected with the queue, never a scan
+eq:risk:trend            STREAM customers per level, sampled every RISK_TREND_INTERVAL_S (wall clock)
 """
 
 from __future__ import annotations
@@ -15,6 +18,9 @@ CHANGES_KEY = "eq:risk:changes"
 REASONS_PREFIX = "eq:risk:reasons:"
 STATS_KEY = "eq:risk:stats"
 LEVELS_KEY = "eq:risk:levels"
+TREND_KEY = "eq:risk:trend"
+LEVEL_INDEX_PREFIX = "eq:idx:level:"
+HARDSHIP_INDEX_PREFIX = "eq:idx:hardship:"
 
 #: Levels from least to most severe. Rules alone reach HIGH; CRITICAL needs the model's probability.
 LEVELS: tuple[str, ...] = ("LOW", "MEDIUM", "HIGH", "CRITICAL")
@@ -43,3 +49,11 @@ RISK_FIELDS: tuple[str, ...] = (
 
 def reasons_key(customer_id: str) -> str:
     return REASONS_PREFIX + customer_id
+
+
+def level_index(level: str) -> str:
+    return LEVEL_INDEX_PREFIX + level
+
+
+def hardship_index(hardship_type: str) -> str:
+    return HARDSHIP_INDEX_PREFIX + hardship_type

@@ -13,10 +13,14 @@ import redis
 from equilibrate.risk.assess import Assessment
 from equilibrate.risk.keys import (
     CHANGES_KEY,
+    HARDSHIP_TYPES,
+    LEVELS,
     LEVELS_KEY,
     QUEUE_KEY,
     RISK_FIELDS,
     STATS_KEY,
+    hardship_index,
+    level_index,
     reasons_key,
 )
 from equilibrate.storage import resp
@@ -130,6 +134,9 @@ def encode_assessment(
             resp.command("MSET", *(x for pair in explained for x in pair)),
         ]
         count += len(changed) + 3
+        index = _index_commands(ids, [a.levels[i] for i in changed], [a.hardship_type(i) for i in changed])
+        commands += index
+        count += len(index)
     for event in changes:
         commands.append(
             resp.command("XADD", CHANGES_KEY, "MAXLEN", "~", changes_maxlen, "*", "event", orjson.dumps(event))
@@ -140,6 +147,20 @@ def encode_assessment(
             commands.append(resp.command("HINCRBY", STATS_KEY, name, value))
             count += 1
     return commands, count, len(changed)
+
+
+def _index_commands(ids: Sequence[str], levels: Sequence[str], hardships: Sequence[str]) -> list[bytes]:
+    """Each rewritten customer in its level's and hardship type's set, and out of the others."""
+    commands = []
+    for values, names, key in ((levels, LEVELS, level_index), (hardships, HARDSHIP_TYPES, hardship_index)):
+        for name in dict.fromkeys([*names, *values]):
+            inside = [cid for cid, v in zip(ids, values, strict=True) if v == name]
+            outside = [cid for cid, v in zip(ids, values, strict=True) if v != name]
+            if inside:
+                commands.append(resp.command_of_strings("SADD", key(name), args=inside))
+            if outside:
+                commands.append(resp.command_of_strings("SREM", key(name), args=outside))
+    return commands
 
 
 @lru_cache(maxsize=1)

@@ -4,6 +4,12 @@
 (SMISMEMBER). Static attributes (name, city, employment, contact preferences, consents) are stored
 in the customer's profile hash `customer:{id}`, beside the live features, so
 `redis-cli hgetall customer:100` shows everything an operator needs.
+
+Registration also keeps the indices the console and the API filter and search with (never a scan):
+
+    eq:idx:city:{city}              SET   customers in each city
+    eq:idx:employment:{employment}  SET   customers by employment
+    eq:idx:names                    ZSET  "lower-case name\x00id", all at score 0: prefix search by ZRANGEBYLEX
 """
 
 from __future__ import annotations
@@ -13,7 +19,18 @@ from collections.abc import Iterable, Mapping, Sequence
 import redis
 
 KNOWN_CUSTOMERS_KEY = "eq:customers"
+NAMES_KEY = "eq:idx:names"
+#: Static attributes with an index set per value.
+INDEXED = ("city", "employment")
 BATCH = 5_000
+
+
+def attribute_index(field: str, value: str) -> str:
+    return f"eq:idx:{field}:{value}"
+
+
+def name_entry(name: str, customer_id: str) -> str:
+    return f"{name.strip().lower()}\x00{customer_id}"
 
 
 def profile_key(customer_id: str) -> str:
@@ -32,6 +49,11 @@ def register(client: redis.Redis, customers: Iterable[Mapping[str, object]], *, 
             attrs = {k: ("" if v is None else str(v)) for k, v in row.items() if k != "customer_id"}
             if attrs:
                 pipe.hset(profile_key(cid), mapping=attrs)  # type: ignore[arg-type]
+                for name in INDEXED:
+                    if attrs.get(name):
+                        pipe.sadd(attribute_index(name, attrs[name]), cid)
+                if attrs.get("name"):
+                    pipe.zadd(NAMES_KEY, {name_entry(attrs["name"], cid): 0})
         count += 1
         if len(ids) >= BATCH:
             pipe.sadd(KNOWN_CUSTOMERS_KEY, *ids)

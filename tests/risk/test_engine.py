@@ -17,7 +17,19 @@ from equilibrate.features.state import apply_events, new_records, pack, to_array
 from equilibrate.kafka.transport import make_consumer, make_producer
 from equilibrate.ops.stopping import StopFlag
 from equilibrate.risk.engine import RiskEngine
-from equilibrate.risk.keys import CHANGES_KEY, LEVELS_KEY, QUEUE_KEY, RISK_FIELDS, STATS_KEY, reasons_key
+from equilibrate.risk.keys import (
+    CHANGES_KEY,
+    HARDSHIP_TYPES,
+    LEVELS,
+    LEVELS_KEY,
+    QUEUE_KEY,
+    RISK_FIELDS,
+    STATS_KEY,
+    TREND_KEY,
+    hardship_index,
+    level_index,
+    reasons_key,
+)
 from equilibrate.schema import parse_transaction
 from equilibrate.settings import Settings
 from equilibrate.storage import customer_registry
@@ -129,6 +141,14 @@ def test_a_full_pass_scores_everyone_with_reasons_queue_and_events(
 
     queue = [c.decode() for c in cast(list[bytes], redis_client.zrevrange(QUEUE_KEY, 0, -1))]
     assert queue[0] == "C0000002" and queue[-1] == "C0000001"
+    # The console's indices: each customer in their level's and hardship type's set only.
+    for cid, risk in (("C0000001", steady), ("C0000002", shock), ("C0000003", gap)):
+        in_levels = [lv for lv in LEVELS if redis_client.sismember(level_index(lv), cid)]
+        in_types = [h for h in HARDSHIP_TYPES if redis_client.sismember(hardship_index(h), cid)]
+        assert in_levels == [risk["risk_level"]] and in_types == [risk["hardship_type"]], (cid, in_levels, in_types)
+    engine.trend_point(force=True)
+    trend = cast(list[tuple[bytes, dict[bytes, bytes]]], redis_client.xrange(TREND_KEY))
+    assert len(trend) == 1 and int(trend[0][1][steady["risk_level"].encode()]) >= 1
     explained = orjson.loads(cast(bytes, redis_client.get(reasons_key("C0000002"))))
     assert sum(r["points"] for r in explained["reasons"]) == explained["rule_score"] == int(shock["rule_score"])
     assert "Income Shock" in explained["hardship_rules_fired"]
