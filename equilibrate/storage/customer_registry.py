@@ -9,6 +9,7 @@ Registration also keeps the indices the console and the API filter and search wi
 
     eq:idx:city:{city}              SET   customers in each city
     eq:idx:employment:{employment}  SET   customers by employment
+    eq:idx:values:{field}           SET   the values seen for each indexed field (the console's filter choices)
     eq:idx:names                    ZSET  "lower-case name\x00id", all at score 0: prefix search by ZRANGEBYLEX
 """
 
@@ -27,6 +28,10 @@ BATCH = 5_000
 
 def attribute_index(field: str, value: str) -> str:
     return f"eq:idx:{field}:{value}"
+
+
+def values_key(field: str) -> str:
+    return f"eq:idx:values:{field}"
 
 
 def name_entry(name: str, customer_id: str) -> str:
@@ -52,6 +57,7 @@ def register(client: redis.Redis, customers: Iterable[Mapping[str, object]], *, 
                 for name in INDEXED:
                     if attrs.get(name):
                         pipe.sadd(attribute_index(name, attrs[name]), cid)
+                        pipe.sadd(values_key(name), attrs[name])
                 if attrs.get("name"):
                     pipe.zadd(NAMES_KEY, {name_entry(attrs["name"], cid): 0})
         count += 1
