@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "equilibrate.model.command",
     "equilibrate.alert.command",
     "equilibrate.alert.audit_command",
+    "equilibrate.dashboard.command",
     "equilibrate.sources.replay",
     "equilibrate.sources.produce",
 )

@@ -124,6 +124,14 @@ class Settings(BaseSettings):
     #: Sends another engine took and has not finished after this long are taken over (seconds).
     outbox_claim_idle_s: float = Field(default=120.0, gt=0, le=86_400)
 
+    # --- Operations console (equilibrate dashboard) -----------------------------------------
+    dashboard_host: str = "127.0.0.1"
+    dashboard_port: int = Field(default=8501, ge=1, le=65535)
+    #: How often the live pages refresh (seconds; each page has a toggle to pause it).
+    dashboard_refresh_s: float = Field(default=10.0, ge=1, le=3600)
+    #: The console's colour theme: light or dark (charts follow it).
+    dashboard_theme: Literal["light", "dark"] = "light"
+
     # --- The bank's identity in messages (policy template placeholders) ----------------------
     bank_name: str = Field(default="Equilibrate Bank", min_length=1, max_length=20)
     bank_helpline: str = Field(default="0800 000 0000", min_length=1, max_length=14)
@@ -144,7 +152,6 @@ class Settings(BaseSettings):
 
     # --- Files and ports ---------------------------------------------------------------------
     data_dir: Path = Path("data")
-    dashboard_port: int = Field(default=8501, ge=1, le=65535)
     api_port: int = Field(default=8000, ge=1, le=65535)
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

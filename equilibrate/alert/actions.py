@@ -18,6 +18,8 @@ from equilibrate.alert import audit_queue, contact_history, outbox
 from equilibrate.alert.audit import AuditRecord
 from equilibrate.alert.cases import Also, CaseStore
 from equilibrate.alert.lifecycle import RESPONDED, TransitionError
+from equilibrate.risk.policy import PolicyError
+from equilibrate.risk.policy_checks import edited_message_problems
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +97,22 @@ class CaseActions:
             raise TransitionError(f"no case {case_id}")
         return case
 
-    def approve(self, case_id: str, actor: str, note: str = "", *, expect: str | None = None) -> dict[str, str]:
+    def approve(
+        self,
+        case_id: str,
+        actor: str,
+        note: str = "",
+        *,
+        expect: str | None = None,
+        message: str | None = None,
+        subject: str | None = None,
+        language: str | None = None,
+    ) -> dict[str, str]:
         """Approve the proposed (or blocked) message: the case and its outbox entry in one MULTI.
 
-        The contact policy is checked again when the message is sent: an approval never overrides it.
+        `message` (and `subject`, `language`): an operator's edit of the rendered text, checked against
+        the policy's text rules (PolicyError listing what it breaks) and recorded as an override. The
+        contact policy is checked again when the message is sent: an approval never overrides it.
         """
         case = self._case(case_id)
         if case.get("route") == "specialist":
@@ -110,17 +124,29 @@ class CaseActions:
             raise TransitionError(f"case {case_id} has no message to approve ({case.get('reason') or 'no channel'})")
         number = int(case.get("approvals") or 0) + 1
         message_id = f"{case_id}-{number}"
-        fields = {
+        fields: dict[str, object] = {
             "message_id": message_id,
             "approvals": number,
             "approved_by": actor,
             "approval_note": note,
         }
+        override = ""
+        edited = {"message": message, "subject": subject, "language": language}
+        if any(value is not None and value != case.get(name, "") for name, value in edited.items()):
+            lang = language or case.get("language", "en")
+            body = case.get("message", "") if message is None else message
+            title = case.get("subject") if subject is None else subject
+            problems = edited_message_problems(case["channel"], lang, body, title)
+            if problems:
+                raise PolicyError("the edited message breaks the policy's rules: " + "; ".join(problems))
+            fields |= {"message": body, "subject": title or "", "language": lang, "edited_by": actor}
+            override = f"message edited by {actor} before approval"
 
         def add(pipe: redis.client.Pipeline, written: dict[str, str]) -> None:
             outbox.enqueue(pipe, case_id, message_id)
             detail = f"message {message_id}" + (f"; {note}" if note else "")
-            audit_queue.queue(pipe, audit_record(written, "approved", actor=actor, detail=detail))
+            row = audit_record(written, "approved", actor=actor, detail=detail, override_reason=override)
+            audit_queue.queue(pipe, row)
 
         return self.cases.transition(
             case_id, "approved", actor=actor, fields=fields, expect=expect or case["state"], also=add

@@ -6,6 +6,7 @@
     eq:cases:seq                STRING case id counter
     eq:cases:all                ZSET  every case by creation time (ms)
     eq:cases:state:{state}      ZSET  the cases in each state by the time they entered it (ms)
+    eq:cases:customer:{id}      ZSET  each customer's cases by creation time (ms): their contact history
 
 Every step is a WATCHed read-check-write on the case hash, so two actors (the console, the API,
 the engine) racing on one case cannot both move it: the loser gets a TransitionError naming the
@@ -28,6 +29,7 @@ PROPOSED_KEY = "eq:cases:proposed"
 SEQ_KEY = "eq:cases:seq"
 ALL_KEY = "eq:cases:all"
 STATE_PREFIX = "eq:cases:state:"
+CUSTOMER_PREFIX = "eq:cases:customer:"
 
 #: Commands to run in a case step's MULTI, given the case as it will be written.
 Also = Callable[[redis.client.Pipeline, dict[str, str]], None]
@@ -100,6 +102,7 @@ class CaseStore:
                     pipe.hset(case_key(case_id), mapping=record)  # type: ignore[arg-type]
                     pipe.zadd(PROPOSED_KEY, {case_id: priority})
                     pipe.zadd(ALL_KEY, {case_id: _ms()})
+                    pipe.zadd(CUSTOMER_PREFIX + customer_id, {case_id: _ms()})
                     pipe.zadd(state_key("proposed"), {case_id: _ms()})
                     if also is not None:
                         also(pipe, record)
@@ -125,6 +128,11 @@ class CaseStore:
         """The newest cases (in `state`, newest to enter it first), each as stored."""
         key = ALL_KEY if state is None else state_key(state)
         ids = cast(list[bytes], self.redis.zrevrange(key, 0, limit - 1))
+        return self.get_many([i.decode() for i in ids])
+
+    def for_customer(self, customer_id: str, limit: int = 50) -> list[dict[str, str]]:
+        """The customer's cases, newest first."""
+        ids = cast(list[bytes], self.redis.zrevrange(CUSTOMER_PREFIX + customer_id, 0, limit - 1))
         return self.get_many([i.decode() for i in ids])
 
     def get_many(self, case_ids: list[str]) -> list[dict[str, str]]:

@@ -26,22 +26,21 @@ from __future__ import annotations
 import logging
 import socket
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import orjson
 import redis
 
-from equilibrate.alert import audit_queue, contact_history, outcomes
-from equilibrate.alert.actions import SYSTEM, CaseActions, audit_record, parse_event_time, with_audit
+from equilibrate.alert import audit_queue, outcomes
+from equilibrate.alert.actions import SYSTEM, CaseActions, audit_record, parse_event_time
 from equilibrate.alert.audit_log import AuditLog
 from equilibrate.alert.cases import CaseStore, case_key
 from equilibrate.alert.channels import Channel, make_channels
 from equilibrate.alert.contact_policy import ContactRules
-from equilibrate.alert.lifecycle import TransitionError
-from equilibrate.alert.proposals import CONTACT_LEVELS, Proposal, bank_values, propose
-from equilibrate.alert.sender import Sender, customer_view
+from equilibrate.alert.proposer import Proposer, RiskEvent, count_stats, read_risk_event
+from equilibrate.alert.sender import Sender
 from equilibrate.errors import InvalidEventError
 from equilibrate.features import store as feature_store
 from equilibrate.kafka.dlq import DeadLetters
@@ -56,41 +55,10 @@ from equilibrate.storage.redis_client import connect, with_redis
 log = logging.getLogger(__name__)
 
 GROUP = "equilibrate-interventions"
-STATS_KEY = "eq:interventions:stats"
+
 T = TypeVar("T")
 #: Only a transaction whose bytes say "failed" can be a missed payment: the rest are not parsed.
 _FAILED = b'"failed"'
-
-
-@dataclass(frozen=True, slots=True)
-class RiskEvent:
-    customer_id: str
-    level: str
-    score: float
-    at: datetime | None
-    body: dict[str, Any]
-
-
-def read_risk_event(raw: bytes | None) -> RiskEvent:
-    """A risk-events payload, or InvalidEventError naming what is wrong with it."""
-    if not raw:
-        raise InvalidEventError("empty_message", "no payload")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidEventError("not_json", str(exc)) from None
-    if not isinstance(body, dict):
-        raise InvalidEventError("not_an_object", type(body).__name__)
-    customer_id, level = body.get("customer_id"), body.get("risk_level")
-    if not isinstance(customer_id, str) or not customer_id:
-        raise InvalidEventError("missing_customer_id", "risk event without customer_id")
-    if not isinstance(level, str) or not level:
-        raise InvalidEventError("missing_risk_level", "risk event without risk_level")
-    score = body.get("risk_score")
-    if isinstance(score, bool) or not isinstance(score, int | float):
-        raise InvalidEventError("bad_risk_score", f"risk_score {score!r}")
-    at = parse_event_time(str(body.get("scored_at", "")))
-    return RiskEvent(customer_id, level, float(score), at, body)
 
 
 class InterventionEngine:
@@ -107,7 +75,6 @@ class InterventionEngine:
         self.stop = stop
         self.policy = policy
         self.rules = ContactRules.from_settings(settings)
-        self.values = bank_values(settings)
         self.redis: redis.Redis = connect(settings)
         self.cases = CaseStore(self.redis)
         self.actions = CaseActions(self.redis)
@@ -121,6 +88,7 @@ class InterventionEngine:
         self.consumer: Consumer = make_consumer(settings, group, client_id="interventions")
         self.dead_letters = DeadLetters(self.producer, settings.topic_dlq, "interventions")
         self.heartbeat = Heartbeat(self.redis, "interventions")
+        self.proposer = Proposer(self.redis, settings, policy)
         self._clock_note = False
 
     # -- time -------------------------------------------------------------------------------
@@ -135,11 +103,7 @@ class InterventionEngine:
         return datetime.fromtimestamp(ms / 1000, UTC)
 
     def _count(self, **counts: int) -> None:
-        with self.redis.pipeline(transaction=False) as pipe:
-            for name, n in counts.items():
-                if n:
-                    pipe.hincrby(STATS_KEY, name, n)
-            pipe.execute()
+        count_stats(self.redis, **counts)
 
     # -- 1. risk events -> proposals --------------------------------------------------------
     def on_risk_events(self, records: Sequence[Record]) -> int:
@@ -155,65 +119,7 @@ class InterventionEngine:
         return opened
 
     def propose(self, event: RiskEvent) -> dict[str, str] | None:
-        """Open a case for the event's customer when they need contact and have no open case.
-
-        An event the customer's current score has already superseded is skipped. A proposal nobody
-        has acted on yet follows the customer's level: it is withdrawn when they
-        fall below MEDIUM, and replaced when their level changes (the action and template depend on
-        it), so the approval queue shows the customers who need contact now. Once approved, a case
-        runs its course.
-        """
-        customer = customer_view(self.redis, event.customer_id)
-        if _superseded(event, customer):
-            self._count(superseded=1)
-            return None
-        open_id = self.cases.open_case(event.customer_id)
-        if open_id is not None:
-            current = self.cases.get(open_id) or {}
-            if current.get("state") != "proposed" or current.get("risk_level") == event.level:
-                return None  # acted on already, or the same level again (a duplicate event)
-            note = f"risk level now {event.level} (was {current.get('risk_level', '?')})"
-            try:
-                self.cases.transition(open_id, "outcome", actor=SYSTEM, outcome="withdrawn", expect="proposed",
-                                      also=with_audit("outcome", SYSTEM, detail=f"withdrawn: {note}"))  # fmt: skip
-            except TransitionError:
-                return None  # an operator acted on it meanwhile: theirs stands
-            self._count(withdrawn=1)
-        if event.level not in CONTACT_LEVELS:
-            return None
-        now = event.at or self.now()
-        history = contact_history.load(self.redis, event.customer_id, now, self.rules.window)
-        proposal = propose(event.body, customer, self.policy, history, now, rules=self.rules, values=self.values)
-        if proposal.route == "monitor":
-            return None
-        detail = _proposal_detail(proposal)
-        case = self.cases.propose(
-            event.customer_id, proposal.case_fields(event.body), priority=event.score,
-            also=with_audit("proposed", SYSTEM, detail=detail),
-        )  # fmt: skip
-        if case is None:
-            return None  # another engine opened one first
-        self._count(proposed=1, specialist=int(proposal.route == "specialist"))
-        if proposal.route == "blocked":
-            return self.cases.transition(
-                case["case_id"], "outcome", actor=SYSTEM, outcome="contact_blocked", expect="proposed",
-                also=with_audit("blocked", SYSTEM, detail=f"no channel allowed: {proposal.reason}"),
-            )  # fmt: skip
-        if self._auto(proposal, event.score):
-            note = (f"AUTO_INTERVENE: score {event.score:g} >= {self.settings.auto_intervene_min_score:g} "
-                    f"on {proposal.channel}")  # fmt: skip
-            self._count(auto_approved=1)
-            return self.actions.approve(case["case_id"], SYSTEM, note, expect="proposed")
-        return case
-
-    def _auto(self, proposal: Proposal, score: float) -> bool:
-        s = self.settings
-        return (
-            s.auto_intervene
-            and proposal.route in ("send", "defer")
-            and proposal.channel in s.auto_channels
-            and score >= s.auto_intervene_min_score
-        )
+        return self.proposer.propose(event)
 
     # -- 2. transactions -> missed payments -------------------------------------------------
     def on_transactions(self, records: Sequence[Record]) -> int:
@@ -326,29 +232,6 @@ class InterventionEngine:
 
     def _with_redis(self, call: Callable[[], T]) -> T:
         return with_redis(self.redis, call)
-
-
-def _superseded(event: RiskEvent, customer: Mapping[str, str]) -> bool:
-    """The customer has been scored to another level since this event (an engine catching up on a
-    backlog, e.g. after a backfill): the event is history, and a later one says where they are now.
-
-    The risk engine publishes an event before it writes the customer's hash, so a hash still older
-    than the event is not yet written, and the event stands.
-    """
-    current = parse_event_time(customer.get("scored_at", ""))
-    if current is None or event.at is None or current <= event.at:
-        return False
-    return customer.get("risk_level", event.level) != event.level
-
-
-def _proposal_detail(p: Proposal) -> str:
-    if p.route == "specialist":
-        return "vulnerable customer: routed to a specialist, never contacted automatically"
-    if p.route == "defer" and p.decision is not None and p.decision.next_allowed_at is not None:
-        return f"quiet hours now: the send waits until {p.decision.next_allowed_at:%Y-%m-%dT%H:%MZ}"
-    if p.route == "blocked":
-        return f"blocked: {p.reason}"
-    return f"{p.action} on {p.channel}"
 
 
 def _next_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:

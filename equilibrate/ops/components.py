@@ -34,5 +34,6 @@ def pipeline_components(
         ComponentSpec("risk", ("risk",)),
         ComponentSpec("snapshot", ("snapshot",)),
         ComponentSpec("interventions", ("interventions",)),
+        ComponentSpec("dashboard", ("dashboard",)),
     ]
     return specs

@@ -26,7 +26,7 @@ from equilibrate.storage.customer_registry import KNOWN_CUSTOMERS_KEY
 from equilibrate.storage.redis_client import connect
 
 
-def _kafka_health(settings: Settings) -> dict[str, Any]:
+def kafka_health(settings: Settings) -> dict[str, Any]:
     out: dict[str, Any] = {"bootstrap": settings.kafka_bootstrap_servers, "client": settings.kafka_client}
     try:
         admin = make_admin(settings)
@@ -56,7 +56,7 @@ def _kafka_health(settings: Settings) -> dict[str, Any]:
 def _interventions(client: redis.Redis) -> dict[str, Any]:
     from equilibrate.alert import audit_queue, outbox
     from equilibrate.alert.cases import CaseStore
-    from equilibrate.alert.engine import STATS_KEY as INTERVENTION_STATS_KEY
+    from equilibrate.alert.proposer import STATS_KEY as INTERVENTION_STATS_KEY
 
     return {
         "cases": CaseStore(client).counts(),
@@ -101,7 +101,7 @@ def _decoded(raw: dict[Any, Any]) -> dict[str, str]:
 
 
 def collect(settings: Settings) -> dict[str, Any]:
-    kafka = _kafka_health(settings)
+    kafka = kafka_health(settings)
     red, client = _redis_health(settings)
     components = read_heartbeats(client) if client is not None else []
     supervisor_file = settings.data_dir / "run" / "supervisor.json"

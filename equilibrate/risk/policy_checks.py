@@ -290,3 +290,27 @@ def _defaults_problems(defaults: Mapping[str, str], discreet: set[str]) -> list[
 def validate_policy(raw: object) -> list[str]:
     """Every problem in a parsed policy file, one line each; empty when it is usable."""
     return validate(raw)[0]
+
+
+def edited_message_problems(channel: str, language: str, body: str, subject: str | None = None) -> list[str]:
+    """What an operator's edit of a rendered message breaks of the policy's text rules (empty: none).
+
+    The same rules as a template: no pressure wording; on sms and voice no debt details or amounts;
+    an sms within its segment budget; an email keeps a subject; the free-advice signpost stays.
+    """
+    where = f"edited {channel} message ({language})"
+    problems = []
+    if not body.strip():
+        return [f"{where}: the message is empty"]
+    if channel == "email" and not (subject or "").strip():
+        problems.append(f"{where}: an email needs a subject")
+    for part, text in (("subject", subject or ""), ("body", body)):
+        problems += [f"{where}: pressure wording {w!r} in the {part}" for w in found_phrases(PRESSURE_WORDS, text)]
+    if channel in DISCREET_CHANNELS:
+        problems += _discretion_problems(where, channel, body)
+    words = LANGUAGES.get(language, LANGUAGES[FALLBACK_LANGUAGE])
+    if not found_phrases(words.free, body):
+        problems.append(f"{where}: keep the signpost to free advice (the word {words.free[0]!r})")
+    if channel == "sms" and (problem := sms_problem(where, body)):
+        problems.append(problem)
+    return problems

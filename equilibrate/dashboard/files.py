@@ -1,0 +1,143 @@
+"""What the console reads from files: the history snapshots, the archive, the audit log, the model.
+
+Each reader bounds its work (the newest N history files, the last N days of the archive) so a page
+stays fast however long the system has run.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from equilibrate.alert.audit import COLUMNS
+from equilibrate.alert.audit_log import AuditLog
+from equilibrate.model import registry
+from equilibrate.storage.archive_store import ArchiveStore
+from equilibrate.storage.history import CURRENT_NAME, ROTATED_PREFIX
+
+HISTORY_FILES = 30
+#: The simulator's ground truth: shown on the portfolio page as "simulated", never read by the pipeline.
+GROUND_TRUTH_NAME = "ground_truth.csv"
+
+
+def history_files(data_dir: Path, limit: int = HISTORY_FILES) -> list[Path]:
+    """The newest `limit` history files, oldest first (rotated days, then the current one)."""
+    rotated = sorted(data_dir.glob(f"{ROTATED_PREFIX}*.csv"))
+    current = data_dir / CURRENT_NAME
+    files = [*rotated, *([current] if current.exists() else [])]
+    return files[-limit:]
+
+
+def _read_history(files: Sequence[Path], columns: Sequence[str]) -> pa.Table:
+    tables = []
+    convert = pacsv.ConvertOptions(
+        include_columns=list(columns),
+        strings_can_be_null=False,
+        column_types={c: pa.string() for c in columns if c != "risk_score"},
+    )
+    for path in files:
+        try:
+            tables.append(pacsv.read_csv(path, convert_options=convert))
+        except (pa.ArrowInvalid, OSError, KeyError):
+            continue  # a file being rotated, or one without those columns: the next refresh has it
+    if not tables:
+        return pa.table({c: pa.array([], pa.string()) for c in columns})
+    return pa.concat_tables(tables, promote_options="permissive")
+
+
+def levels_over_time(data_dir: Path, limit: int = HISTORY_FILES) -> pd.DataFrame:
+    """Customers per risk level at each snapshot (event time)."""
+    table = _read_history(history_files(data_dir, limit), ("snapshot_at", "risk_level"))
+    if not table.num_rows:
+        return pd.DataFrame(columns=["snapshot_at", "risk_level", "customers"])
+    counts = table.group_by(["snapshot_at", "risk_level"]).aggregate([("risk_level", "count")]).to_pandas()
+    counts = counts.rename(columns={"risk_level_count": "customers"})
+    counts["snapshot_at"] = pd.to_datetime(counts["snapshot_at"], utc=True)
+    return counts.sort_values("snapshot_at")
+
+
+def score_history(data_dir: Path, customer_id: str, limit: int = HISTORY_FILES) -> pd.DataFrame:
+    table = _read_history(history_files(data_dir, limit), ("snapshot_at", "customer_id", "risk_score", "risk_level"))
+    if not table.num_rows:
+        return pd.DataFrame(columns=["snapshot_at", "risk_score", "risk_level"])
+    mine = table.filter(pc.equal(table.column("customer_id"), customer_id)).to_pandas()
+    mine["snapshot_at"] = pd.to_datetime(mine["snapshot_at"], utc=True)
+    return mine.drop(columns=["customer_id"]).sort_values("snapshot_at")
+
+
+def customer_transactions(
+    archive_root: Path, customer_id: str, days: int = 90, until: date | None = None
+) -> pd.DataFrame:
+    """The customer's archived transactions of the last `days` event days, newest last."""
+    store = ArchiveStore(archive_root)
+    if not archive_root.exists():
+        return pd.DataFrame()
+    files = store.committed_files()
+    if not files:
+        return pd.DataFrame()
+    last = until or max(date.fromisoformat(p.parent.name.removeprefix("date=")) for p in files)
+    first = last - timedelta(days=days)
+    wanted = [p for p in files if first <= date.fromisoformat(p.parent.name.removeprefix("date=")) <= last]
+    columns = ["txn_id", "ts", "amount", "direction", "category", "channel", "merchant", "balance_after", "status"]
+    parts = [pq.read_table(p, columns=columns, filters=[("customer_id", "=", customer_id)]) for p in wanted]
+    parts = [t for t in parts if t.num_rows]
+    if not parts:
+        return pd.DataFrame(columns=columns)
+    return pa.concat_tables(parts).to_pandas().sort_values("ts")
+
+
+def personas(data_dir: Path) -> dict[str, int] | None:
+    """Customers per simulated persona, when the data comes from the simulator (None otherwise)."""
+    path = data_dir / GROUND_TRUTH_NAME
+    if not path.exists():
+        return None
+    counts: dict[str, int] = {}
+    with path.open(newline="") as handle:
+        for row in csv.DictReader(handle):
+            counts[row["persona"]] = counts.get(row["persona"], 0) + 1
+    return counts
+
+
+def audit_frame(data_dir: Path) -> pd.DataFrame:
+    """Every audit row (values as written, hashes included), oldest first."""
+    rows = [
+        asdict(r.record) | {"recorded_at": r.recorded_at, "prev_hash": r.prev_hash, "row_hash": r.row_hash}
+        for r in AuditLog(data_dir).rows()
+    ]
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+@dataclass
+class ModelInfo:
+    version: str
+    card: dict[str, Any]
+    report_dir: Path
+    plots: list[Path]
+
+
+def model_info(registry_dir: Path) -> ModelInfo | None:
+    version = registry.current_version(registry_dir)
+    if version is None:
+        return None
+    card_file = registry.card_path(registry_dir, version)
+    card = orjson.loads(card_file.read_bytes()) if card_file.exists() else {}
+    report = card_file.parent / "report"
+    plots = sorted(report.glob("*.png")) if report.exists() else []
+    return ModelInfo(version, card, report, plots)
+
+
+def event_time_text(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M UTC")
