@@ -20,6 +20,8 @@ PY
 apt_packages=()
 command -v redis-server >/dev/null 2>&1 || apt_packages+=(redis-server)
 command -v espeak-ng >/dev/null 2>&1 || apt_packages+=(espeak-ng)
+# The console's browser test drives Debian's chromium (never a downloaded browser).
+if [ "$profile" = dev ]; then command -v chromium >/dev/null 2>&1 || apt_packages+=(chromium); fi
 if [ "${#apt_packages[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO="none"; fi
   if [ "$SUDO" = none ] || ! command -v apt-get >/dev/null 2>&1; then

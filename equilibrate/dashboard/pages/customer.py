@@ -154,7 +154,8 @@ def main() -> None:
             "created_at",
             "reason",
         ]
-        st.dataframe(pd.DataFrame(cases).reindex(columns=keep).fillna(""), hide_index=True, use_container_width=True)
+        rows = [{k: c.get(k, "") for k in keep} for c in cases]
+        st.dataframe(pd.DataFrame(rows, columns=keep), hide_index=True, use_container_width=True)
     else:
         st.caption("No intervention case for this customer yet.")
 

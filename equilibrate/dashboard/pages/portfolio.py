@@ -57,6 +57,21 @@ def main() -> None:
     history = _levels_over_time(str(s.data_dir))
     if history.empty:
         st.info("Levels over time come from the history snapshots (`equilibrate snapshot`, part of `equilibrate up`).")
+    elif history["snapshot_at"].nunique() < 2:
+        stamp = history["snapshot_at"].iloc[0]
+        fig = px.bar(
+            history,
+            x="risk_level",
+            y="customers",
+            color="risk_level",
+            color_discrete_map=common.LEVEL_COLOURS,
+            category_orders={"risk_level": list(LEVELS)},
+        )
+        st.plotly_chart(common.plotly_layout(fig), use_container_width=True, key="levels-time")
+        st.caption(
+            f"One snapshot so far (as of {stamp:%Y-%m-%d %H:%M} UTC, event time); the next comes after "
+            "SNAPSHOT_INTERVAL_S and the chart becomes a time line."
+        )
     else:
         fig = px.area(
             history,
