@@ -35,6 +35,7 @@ COMMAND_MODULES = (
     "equilibrate.alert.command",
     "equilibrate.alert.audit_command",
     "equilibrate.dashboard.command",
+    "equilibrate.api.command",
     "equilibrate.sources.replay",
     "equilibrate.sources.produce",
 )

@@ -132,6 +132,28 @@ class Settings(BaseSettings):
     #: The console's colour theme: light or dark (charts follow it).
     dashboard_theme: Literal["light", "dark"] = "light"
 
+    # --- REST / WebSocket API (equilibrate api) -----------------------------------------------
+    api_host: str = "127.0.0.1"
+    #: development: keys optional (without a key store every caller may read and write);
+    #: production: a key store is required, debug off and CORS without "*", or the API refuses to start.
+    api_mode: Literal["development", "production"] = "development"
+    #: The hashed API key store (JSON; `equilibrate api keys add NAME --scopes read,write`).
+    api_keys_file: Path | None = None
+    #: Origins allowed to call the API from a browser, comma-separated ("" = none).
+    api_cors_origins: str = ""
+    #: Requests per second (and burst) per API key, and per client address.
+    api_rate_per_key: float = Field(default=200.0, gt=0, le=100_000)
+    api_rate_per_ip: float = Field(default=100.0, gt=0, le=100_000)
+    api_rate_burst: int = Field(default=400, ge=1, le=1_000_000)
+    #: Customers in one POST /predict/batch.
+    api_max_batch: int = Field(default=1_000, ge=1, le=100_000)
+    #: Largest request body accepted (bytes).
+    api_max_body_bytes: int = Field(default=1_048_576, ge=1_024, le=100_000_000)
+    #: How long an Idempotency-Key's response is kept for replays (seconds).
+    api_idempotency_ttl_s: int = Field(default=86_400, ge=60, le=2_592_000)
+    #: Debug responses (never in production).
+    api_debug: bool = False
+
     # --- The bank's identity in messages (policy template placeholders) ----------------------
     bank_name: str = Field(default="Equilibrate Bank", min_length=1, max_length=20)
     bank_helpline: str = Field(default="0800 000 0000", min_length=1, max_length=14)

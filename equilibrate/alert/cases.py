@@ -7,6 +7,7 @@
     eq:cases:all                ZSET  every case by creation time (ms)
     eq:cases:state:{state}      ZSET  the cases in each state by the time they entered it (ms)
     eq:cases:customer:{id}      ZSET  each customer's cases by creation time (ms): their contact history
+    eq:cases:changes            STREAM every step (case, customer, state, outcome), bounded: the API's live updates
 
 Every step is a WATCHed read-check-write on the case hash, so two actors (the console, the API,
 the engine) racing on one case cannot both move it: the loser gets a TransitionError naming the
@@ -30,6 +31,16 @@ SEQ_KEY = "eq:cases:seq"
 ALL_KEY = "eq:cases:all"
 STATE_PREFIX = "eq:cases:state:"
 CUSTOMER_PREFIX = "eq:cases:customer:"
+CHANGES_KEY = "eq:cases:changes"
+CHANGES_MAXLEN = 10_000
+
+
+def _announce(pipe: redis.client.Pipeline, case: Mapping[str, str]) -> None:
+    """A step on the changes stream, in the step's own MULTI."""
+    event = {k: case.get(k, "") for k in ("case_id", "customer_id", "state", "outcome", "channel", "risk_level",
+                                           "last_actor", "updated_at")}  # fmt: skip
+    pipe.xadd(CHANGES_KEY, event, maxlen=CHANGES_MAXLEN, approximate=True)  # type: ignore[arg-type]
+
 
 #: Commands to run in a case step's MULTI, given the case as it will be written.
 Also = Callable[[redis.client.Pipeline, dict[str, str]], None]
@@ -103,6 +114,7 @@ class CaseStore:
                     pipe.zadd(PROPOSED_KEY, {case_id: priority})
                     pipe.zadd(ALL_KEY, {case_id: _ms()})
                     pipe.zadd(CUSTOMER_PREFIX + customer_id, {case_id: _ms()})
+                    _announce(pipe, record)
                     pipe.zadd(state_key("proposed"), {case_id: _ms()})
                     if also is not None:
                         also(pipe, record)
@@ -194,6 +206,7 @@ class CaseStore:
                     if not is_open(target):
                         pipe.delete(open_key(current["customer_id"]))
                     written = current | update
+                    _announce(pipe, written)
                     if also is not None:
                         also(pipe, written)
                     pipe.execute()

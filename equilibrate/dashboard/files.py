@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pyarrow.parquet as pq
 
 from equilibrate.alert.audit import COLUMNS
 from equilibrate.alert.audit_log import AuditLog
@@ -76,25 +75,15 @@ def score_history(data_dir: Path, customer_id: str, limit: int = HISTORY_FILES) 
     return mine.drop(columns=["customer_id"]).sort_values("snapshot_at")
 
 
-def customer_transactions(
-    archive_root: Path, customer_id: str, days: int = 90, until: date | None = None
-) -> pd.DataFrame:
-    """The customer's archived transactions of the last `days` event days, newest last."""
-    store = ArchiveStore(archive_root)
+TRANSACTION_COLUMNS = ("txn_id", "ts", "amount", "direction", "category", "channel", "merchant", "balance_after",
+                       "status")  # fmt: skip
+
+
+def customer_transactions(archive_root: Path, customer_id: str, days: int = 90) -> pd.DataFrame:
+    """The customer's archived transactions of the last `days` event days, oldest first."""
     if not archive_root.exists():
-        return pd.DataFrame()
-    files = store.committed_files()
-    if not files:
-        return pd.DataFrame()
-    last = until or max(date.fromisoformat(p.parent.name.removeprefix("date=")) for p in files)
-    first = last - timedelta(days=days)
-    wanted = [p for p in files if first <= date.fromisoformat(p.parent.name.removeprefix("date=")) <= last]
-    columns = ["txn_id", "ts", "amount", "direction", "category", "channel", "merchant", "balance_after", "status"]
-    parts = [pq.read_table(p, columns=columns, filters=[("customer_id", "=", customer_id)]) for p in wanted]
-    parts = [t for t in parts if t.num_rows]
-    if not parts:
-        return pd.DataFrame(columns=columns)
-    return pa.concat_tables(parts).to_pandas().sort_values("ts")
+        return pd.DataFrame(columns=list(TRANSACTION_COLUMNS))
+    return ArchiveStore(archive_root).customer_rows(customer_id, days, TRANSACTION_COLUMNS).to_pandas()
 
 
 def personas(data_dir: Path) -> dict[str, int] | None:

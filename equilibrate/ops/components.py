@@ -35,5 +35,6 @@ def pipeline_components(
         ComponentSpec("snapshot", ("snapshot",)),
         ComponentSpec("interventions", ("interventions",)),
         ComponentSpec("dashboard", ("dashboard",)),
+        ComponentSpec("api", ("api",)),
     ]
     return specs

@@ -19,7 +19,7 @@ import os
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -177,6 +177,20 @@ class ArchiveStore:
         """One event date at a time, so a rebuild of a large archive stays within memory."""
         for day in self.dates():
             yield day, self.read(columns, day)
+
+    def customer_rows(self, customer_id: str, days: int, columns: Sequence[str]) -> pa.Table:
+        """One customer's rows of the last `days` archived event dates (the console, the API)."""
+        files = self.committed_files()
+        if not files:
+            return ARCHIVE_SCHEMA.empty_table().select(list(columns))
+        dated = [(date.fromisoformat(p.parent.name.removeprefix("date=")), p) for p in files]
+        since = max(d for d, _ in dated) - timedelta(days=days)
+        parts = [pq.read_table(p, columns=list(columns), filters=[("customer_id", "=", customer_id)])
+                 for d, p in dated if d > since]  # fmt: skip
+        parts = [t for t in parts if t.num_rows]
+        if not parts:
+            return ARCHIVE_SCHEMA.empty_table().select(list(columns))
+        return pa.concat_tables(parts).sort_by("ts")
 
     def recent_txn_ids(self, limit: int) -> list[str]:
         """The txn ids of the newest flushes, to re-arm duplicate detection after a restart."""

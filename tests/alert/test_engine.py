@@ -23,8 +23,9 @@ from equilibrate.alert import audit_queue, contact_history, outbox, outcomes
 from equilibrate.alert.actions import CaseActions
 from equilibrate.alert.audit_log import AuditLog
 from equilibrate.alert.cases import CaseStore
-from equilibrate.alert.engine import InterventionEngine, read_risk_event
+from equilibrate.alert.engine import InterventionEngine
 from equilibrate.alert.lifecycle import TransitionError
+from equilibrate.alert.proposer import read_risk_event
 from equilibrate.alert.webhook_channel import IDEMPOTENCY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify_signature
 from equilibrate.errors import InvalidEventError
 from equilibrate.features.store import WATERMARK_KEY
@@ -116,6 +117,11 @@ class Rig:
     actions: CaseActions
     cases: CaseStore
     audit: AuditLog
+
+    def configure(self, **changes: object) -> None:
+        """Change the engine's settings (and its proposer's and sender's) for one test."""
+        updated = self.settings.model_copy(update=changes)
+        self.engine.settings = self.engine.proposer.settings = self.engine.sender.settings = updated
 
     def run(self, at: datetime, rounds: int = 3) -> None:
         """The engine's work other than consuming: sends, follow-ups, the audit log."""
@@ -278,8 +284,7 @@ def test_caps_opt_out_and_consent_block_with_the_reason_logged(rig: Rig) -> None
 
 
 def test_vulnerable_customers_go_to_a_specialist_and_are_never_contacted(rig: Rig) -> None:
-    s = rig.settings.model_copy(update={"auto_intervene": True, "auto_intervene_min_score": 10.0})
-    rig.engine.settings = s
+    rig.configure(auto_intervene=True, auto_intervene_min_score=10.0)
     register(rig.redis, "C030", customer(vulnerable="true", preferred_channel="app"))
     case = rig.propose("C030", risk_score=95.0)
     assert case["route"] == "specialist" and case["state"] == "proposed" and not case["message"]
@@ -294,7 +299,7 @@ def test_vulnerable_customers_go_to_a_specialist_and_are_never_contacted(rig: Ri
 
 
 def test_auto_intervene_sends_low_touch_channels_only_above_the_threshold(rig: Rig) -> None:
-    rig.engine.settings = rig.settings.model_copy(update={"auto_intervene": True, "auto_intervene_min_score": 50.0})
+    rig.configure(auto_intervene=True, auto_intervene_min_score=50.0)
     register(rig.redis, "C040", customer(preferred_channel="app"))
     register(rig.redis, "C041", customer(preferred_channel="sms"))
     register(rig.redis, "C042", customer(preferred_channel="app"))

@@ -17,7 +17,8 @@ from equilibrate.alert import outbox
 from equilibrate.alert.actions import CaseActions
 from equilibrate.alert.audit_log import AuditLog
 from equilibrate.alert.cases import CaseStore
-from equilibrate.alert.engine import InterventionEngine, read_risk_event
+from equilibrate.alert.engine import InterventionEngine
+from equilibrate.alert.proposer import read_risk_event
 from equilibrate.ops.stopping import StopFlag
 from equilibrate.risk.policy import load_policy
 from equilibrate.settings import Settings

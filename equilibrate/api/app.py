@@ -1,0 +1,159 @@
+"""The API application: `create_app(settings)` builds it; clients are made in its lifespan, not at import.
+
+Every response is JSON with no stack trace; a request body over API_MAX_BODY_BYTES is refused with
+413, a caller over its rate with 429 and Retry-After; each request is counted and timed for /metrics.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.routing import Match
+
+from equilibrate.alert.actions import CaseActions
+from equilibrate.alert.audit_log import AuditLog
+from equilibrate.alert.proposer import Proposer
+from equilibrate.api import routes_customers, routes_interventions, routes_ops, routes_scoring
+from equilibrate.api.context import ModelHolder, Services
+from equilibrate.api.keys import KeyStore
+from equilibrate.api.limits import RateLimiter, retry_after_header
+from equilibrate.errors import ConfigError
+from equilibrate.risk.policy import load_policy
+from equilibrate.risk.rules import load_rules
+from equilibrate.settings import Settings
+from equilibrate.storage.redis_client import connect
+
+log = logging.getLogger(__name__)
+PREFIX = "/api/v1"
+#: Routes every caller may reach without a key and outside the rate limits (probes, scrapers, docs).
+OPEN_PATHS = frozenset({f"{PREFIX}/health", f"{PREFIX}/ready", f"{PREFIX}/metrics", "/docs", "/redoc", "/openapi.json"})
+
+
+def check_config(settings: Settings) -> KeyStore | None:
+    """The key store the settings ask for; in production, refuse what would leave the API open."""
+    keys = KeyStore.load(settings.api_keys_file) if settings.api_keys_file else None
+    if settings.api_mode == "production":
+        problems = []
+        if keys is None or not len(keys):
+            problems.append("API_KEYS_FILE with at least one key")
+        if settings.api_debug:
+            problems.append("API_DEBUG=false")
+        if "*" in cors_origins(settings):
+            problems.append('API_CORS_ORIGINS without "*"')
+        if problems:
+            raise ConfigError("API_MODE=production needs " + ", ".join(problems))
+    return keys
+
+
+def cors_origins(settings: Settings) -> list[str]:
+    return [o.strip() for o in settings.api_cors_origins.split(",") if o.strip()]
+
+
+def _route_of(request: Request) -> str:
+    for route in request.app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is Match.FULL:
+            return str(getattr(route, "path", request.url.path))
+    return "unmatched"
+
+
+def create_app(settings: Settings) -> FastAPI:
+    keys = check_config(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = connect(settings, check=False)
+        policy = load_policy(settings.policy_file)
+        app.state.services = Services(
+            settings=settings,
+            redis=client,
+            keys=keys,
+            rules=load_rules(settings.risk_rules_file),
+            policy=policy,
+            models=ModelHolder(settings),
+            audit_log=AuditLog(settings.data_dir),
+            proposer=Proposer(client, settings, policy),
+            actions=CaseActions(client),
+            by_key=RateLimiter(settings.api_rate_per_key, settings.api_rate_burst),
+            by_ip=RateLimiter(settings.api_rate_per_ip, settings.api_rate_burst),
+        )
+        mode = "keys required" if keys is not None else "development: no key store, every caller may read and write"
+        log.info("API %s on /api/v1 (%s)", settings.api_mode, mode)
+        try:
+            yield
+        finally:
+            client.close()
+
+    app = FastAPI(
+        title="Equilibrate API",
+        version="1",
+        description="Risk scores, explanations, the risk queue and interventions for bank systems.",
+        lifespan=lifespan,
+        debug=settings.api_debug,
+    )
+    for router in (routes_scoring.router, routes_customers.router, routes_interventions.router, routes_ops.router):
+        app.include_router(router, prefix=PREFIX)
+    origins = cors_origins(settings)
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["X-API-Key", "Authorization", "Content-Type", "Idempotency-Key"],
+        )
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        svc: Services = request.app.state.services
+        response = _refuse(request, svc) or await call_next(request)
+        svc.metrics.observe(request.method, _route_of(request), response.status_code, time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"where": ".".join(str(p) for p in e.get("loc", ())), "problem": e.get("msg", "")} for e in exc.errors()
+        ]
+        return JSONResponse({"error": "the request is not valid", "detail": errors}, status_code=422)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        ref = uuid.uuid4().hex[:12]
+        log.exception("request %s %s failed (ref %s)", request.method, request.url.path, ref)
+        return JSONResponse({"error": "internal error", "ref": ref}, status_code=500)
+
+    return app
+
+
+def _refuse(request: Request, svc: Services) -> Response | None:
+    """A 413 or 429 answer for a request that must not reach its handler, or None."""
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > svc.settings.api_max_body_bytes):
+        return JSONResponse({"error": f"request body over {svc.settings.api_max_body_bytes} bytes"}, status_code=413)
+    if request.url.path in OPEN_PATHS:
+        return None
+    ip = request.client.host if request.client else "unknown"
+    token = request.headers.get("x-api-key") or request.headers.get("authorization", "")
+    waits = [svc.by_ip.take(ip)]
+    if token:
+        waits.append(svc.by_key.take(hashlib.sha256(token.encode()).hexdigest()[:16]))
+    wait = max(waits)
+    if wait > 0:
+        headers: dict[str, Any] = {"Retry-After": retry_after_header(wait)}
+        return JSONResponse({"error": "rate limit exceeded"}, status_code=429, headers=headers)
+    return None

@@ -1,0 +1,131 @@
+"""What every request handler needs (created once per API process, in the app's lifespan) and the
+caller's identity: the API key behind the request, checked for the scope the route needs."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Annotated
+
+import redis
+from fastapi import Depends, HTTPException, Request, status
+
+from equilibrate.alert.actions import CaseActions
+from equilibrate.alert.audit_log import AuditLog
+from equilibrate.alert.proposer import Proposer
+from equilibrate.api.keys import ApiKey, KeyStore
+from equilibrate.api.limits import RateLimiter
+from equilibrate.api.metrics import RequestMetrics
+from equilibrate.errors import ConfigError
+from equilibrate.model import registry
+from equilibrate.model.registry import Model
+from equilibrate.risk.policy import Policy
+from equilibrate.risk.rules import RiskRules
+from equilibrate.settings import Settings
+
+log = logging.getLogger(__name__)
+DEV_KEY = ApiKey("dev", "development", ("read", "write"), "", "")
+
+
+class ModelHolder:
+    """The registry's current model, followed every RISK_MODEL_CHECK_S (None: the rules score)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.model: Model | None = None
+        self.checked = float("-inf")
+        self.lock = threading.Lock()
+
+    def current(self) -> Model | None:
+        now = time.monotonic()
+        if now - self.checked < self.settings.risk_model_check_s:
+            return self.model
+        with self.lock:
+            if now - self.checked >= self.settings.risk_model_check_s:
+                self.checked = now
+                self._refresh()
+        return self.model
+
+    def _refresh(self) -> None:
+        version = registry.current_version(self.settings.model_registry_dir)
+        if version is None or (self.model is not None and self.model.version == version):
+            if version is None:
+                self.model = None
+            return
+        try:
+            model = registry.load(self.settings.model_registry_dir, version)
+        except (ConfigError, OSError, ValueError) as exc:
+            log.error(
+                "cannot use model %s: %s; keeping %s", version, exc, self.model.version if self.model else "the rules"
+            )
+            return
+        if model.card.get("kind") == "pipeline":
+            self.model = model
+            log.info("API scores with model %s", version)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    redis: redis.Redis
+    keys: KeyStore | None
+    rules: RiskRules
+    policy: Policy
+    models: ModelHolder
+    audit_log: AuditLog
+    proposer: Proposer
+    actions: CaseActions
+    by_key: RateLimiter
+    by_ip: RateLimiter
+    metrics: RequestMetrics = field(default_factory=RequestMetrics)
+
+
+def services(request: Request) -> Services:
+    found: Services = request.app.state.services
+    return found
+
+
+def caller(request: Request) -> ApiKey:
+    """The API key of the request (header `X-API-Key` or `Authorization: Bearer`), or 401."""
+    svc = services(request)
+    token = request.headers.get("x-api-key", "")
+    auth = request.headers.get("authorization", "")
+    if not token and auth.lower().startswith("bearer "):
+        token = auth[7:]
+    if svc.keys is None:  # development mode without a key store
+        return DEV_KEY
+    key = svc.keys.authenticate(token) if token else None
+    if key is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "a valid API key is required (X-API-Key header)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    return key
+
+
+def _require(key: ApiKey, name: str) -> ApiKey:
+    if not key.allows(name):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"this API key lacks the {name!r} scope")
+    return key
+
+
+def require_read(key: Annotated[ApiKey, Depends(caller)]) -> ApiKey:
+    return _require(key, "read")
+
+
+def require_write(key: Annotated[ApiKey, Depends(caller)]) -> ApiKey:
+    return _require(key, "write")
+
+
+#: The caller's key, checked for a scope: route parameters, or `dependencies=READ`.
+Reader = Annotated[ApiKey, Depends(require_read)]
+Writer = Annotated[ApiKey, Depends(require_write)]
+READ = [Depends(require_read)]
+
+
+def actor(key: ApiKey) -> str:
+    """How the audit log names an API caller."""
+    return f"api:{key.name}"
