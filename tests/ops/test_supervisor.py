@@ -40,6 +40,8 @@ def test_up_status_restart_and_clean_stop(tmp_path: Path) -> None:
         "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
         "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
         "EMBEDDED_SERVICES": "auto",
+        "DASHBOARD_PORT": str(free_port()),
+        "API_PORT": str(free_port()),
     }
     log = (tmp_path / "up.log").open("w")
     started = time.monotonic()
