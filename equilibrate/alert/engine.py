@@ -41,7 +41,7 @@ from equilibrate.alert.channels import Channel, make_channels
 from equilibrate.alert.contact_policy import ContactRules
 from equilibrate.alert.proposer import Proposer, RiskEvent, count_stats, read_risk_event
 from equilibrate.alert.sender import Sender
-from equilibrate.errors import InvalidEventError
+from equilibrate.errors import InvalidEventError, ServiceUnavailableError
 from equilibrate.features import store as feature_store
 from equilibrate.kafka.dlq import DeadLetters
 from equilibrate.kafka.transport import Consumer, Producer, Record, TopicPartition, make_consumer, make_producer
@@ -218,12 +218,20 @@ class InterventionEngine:
         log.info("interventions: channels %s; AUTO_INTERVENE %s", ", ".join(sorted(self.sender.channels)), mode)
         try:
             while not self.stop:
-                self.step()
+                try:
+                    self.step()
+                except ServiceUnavailableError:
+                    if not self.stop:
+                        raise
+                    break  # asked to stop while Redis was away: the unfinished work is in Redis and Kafka
                 c = self.sender.counts
                 self.heartbeat.beat(sent=c.sent, failed=c.failed, blocked=c.blocked, deferred=c.deferred)
         finally:
             self.heartbeat.clear()
-            self._with_redis(self.flush_audit)
+            try:
+                self.flush_audit()  # once: a Redis that is gone keeps the rows queued for the next start
+            except redis.RedisError as exc:
+                log.warning("audit rows stay queued in Redis until the next start (%s)", exc)
             self.producer.flush(10.0)
             self.producer.close()
             self.consumer.close()
@@ -231,7 +239,7 @@ class InterventionEngine:
             log.info("interventions stopped: %d sent, %d failed, %d blocked", c.sent, c.failed, c.blocked)
 
     def _with_redis(self, call: Callable[[], T]) -> T:
-        return with_redis(self.redis, call)
+        return with_redis(self.redis, call, stopping=lambda: bool(self.stop))
 
 
 def _next_offsets(records: Sequence[Record]) -> dict[TopicPartition, int]:

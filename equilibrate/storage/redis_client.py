@@ -36,8 +36,16 @@ def connect(settings: Settings, *, check: bool = True) -> redis.Redis:
     return client
 
 
-def wait_for_redis(client: redis.Redis, *, max_backoff: float = 10.0, give_up_after: float | None = None) -> None:
-    """Block until Redis answers, backing off; log once when it goes away and once when it is back."""
+def wait_for_redis(
+    client: redis.Redis,
+    *,
+    max_backoff: float = 10.0,
+    give_up_after: float | None = None,
+    stopping: Callable[[], bool] | None = None,
+) -> None:
+    """Block until Redis answers, backing off; log once when it goes away and once when it is back.
+
+    `stopping`: the component was asked to stop; waiting ends with ServiceUnavailableError."""
     delay, start, warned = 0.2, time.monotonic(), False
     while True:
         try:
@@ -51,14 +59,16 @@ def wait_for_redis(client: redis.Redis, *, max_backoff: float = 10.0, give_up_af
                 warned = True
             if give_up_after is not None and time.monotonic() - start > give_up_after:
                 raise ServiceUnavailableError(f"Redis did not come back within {give_up_after:.0f}s") from None
+            if stopping is not None and stopping():
+                raise ServiceUnavailableError("stopping while Redis is unreachable") from None
             time.sleep(delay)
             delay = min(max_backoff, delay * 2)
 
 
-def with_redis(client: redis.Redis, call: Callable[[], T]) -> T:
-    """`call()`, waiting for Redis and trying again for as long as it is unreachable."""
+def with_redis(client: redis.Redis, call: Callable[[], T], *, stopping: Callable[[], bool] | None = None) -> T:
+    """`call()`, waiting for Redis and trying again for as long as it is unreachable (or until `stopping`)."""
     while True:
         try:
             return call()
         except (redis.ConnectionError, redis.TimeoutError):
-            wait_for_redis(client)
+            wait_for_redis(client, stopping=stopping)
