@@ -87,7 +87,7 @@ class InterventionEngine:
         self.producer: Producer = make_producer(settings, client_id="interventions")
         self.consumer: Consumer = make_consumer(settings, group, client_id="interventions")
         self.dead_letters = DeadLetters(self.producer, settings.topic_dlq, "interventions")
-        self.heartbeat = Heartbeat(self.redis, "interventions")
+        self.heartbeat = Heartbeat(self.redis, "interventions", settings.heartbeat_interval_s)
         self.proposer = Proposer(self.redis, settings, policy)
         self._clock_note = False
 

@@ -185,7 +185,24 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def component_alive(settings: Settings, name: str) -> bool:
+    """Is a component of this name beating on this host (a container's health check)?"""
+    import socket
+
+    try:
+        client = connect(settings)
+        return any(
+            b["name"] == name and b["alive"] and b["host"] == socket.gethostname() for b in read_heartbeats(client)
+        )
+    except (EquilibrateError, redis.RedisError):
+        return False
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
+    if args.component:
+        alive = component_alive(settings, args.component)
+        print(f"{args.component}: {'alive' if alive else 'no fresh heartbeat on this host'}")
+        return 0 if alive else 1
     report = collect(settings)
     if args.json:
         print(orjson.dumps(report, option=orjson.OPT_INDENT_2).decode())
@@ -197,6 +214,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("status", help="health of broker, Redis and components; consumer lag; Redis memory")
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--component", default=None, help="only: is this component beating on this host (exit 0/1)")
     p.set_defaults(func=run)
 
 
