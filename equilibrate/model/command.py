@@ -18,6 +18,13 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"wrote {rows} point-in-time rows ({rate:.2%} followed by a missed payment) to {path}")
         return 0
     if sub == "train":
+        if args.when_ready_days:
+            from equilibrate.model.runs import wait_for_history
+
+            if registry.current_version(settings.model_registry_dir) is not None:
+                print("a model is current already: nothing to train")
+                return 0
+            wait_for_history(settings, args.when_ready_days)
         if args.data is not None:
             if not args.label:
                 from equilibrate.errors import ConfigError
@@ -78,6 +85,15 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--dataset", type=Path, default=None, help="point-in-time rows (default DATA_DIR/training_data.parquet)"
     )
     t.add_argument("--no-current", action="store_true", help="register the model without making it current")
+    t.add_argument(
+        "--when-ready",
+        dest="when_ready_days",
+        type=int,
+        default=0,
+        metavar="DAYS",
+        help="wait until the archive holds DAYS days of history, then train, unless a model is current already "
+        "(what `equilibrate up` runs once)",
+    )
     t.add_argument("--data", type=Path, default=None, help="instead: your own labelled CSV or Parquet file")
     t.add_argument("--label", default=None, help="with --data: the binary outcome column")
     t.add_argument("--drop", nargs="*", default=None, help="with --data: columns to leave out (ids)")

@@ -216,3 +216,22 @@ def train_tabular(
     )
     log.info("tabular model %s trained and reported in %.1f s", version, time.perf_counter() - started)
     return TrainingRun(version, out, card, md, False)
+
+
+def wait_for_history(settings: Settings, days: int, poll_s: float = 10.0) -> None:
+    """Block until the archive's committed event dates span `days` days (the demo's backfill)."""
+    import time
+
+    from equilibrate.storage.archive_store import ArchiveStore
+
+    store = ArchiveStore(settings.data_dir / "archive")
+    announced = False
+    while True:
+        dates = store.dates() if store.root.exists() else []
+        if dates and (dates[-1] - dates[0]).days >= days:
+            return
+        if not announced:
+            log.info("waiting for %d days of archived history before training (%d so far)", days,
+                     (dates[-1] - dates[0]).days if dates else 0)  # fmt: skip
+            announced = True
+        time.sleep(poll_s)

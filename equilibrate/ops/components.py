@@ -11,6 +11,7 @@ class ComponentSpec:
     argv: tuple[str, ...]  # arguments after `equilibrate`
     kind: str = "pipeline"  # "service" (broker, redis) starts first and must be ready before the rest
     env: dict[str, str] = field(default_factory=dict)
+    oneshot: bool = False  # a job: done when it exits 0 (restarted only after a failure)
 
 
 DEMO_BACKFILL_DAYS = 180  # enough history for `model train` (temporal split with 30-day gaps)
@@ -37,4 +38,8 @@ def pipeline_components(
         ComponentSpec("dashboard", ("dashboard",)),
         ComponentSpec("api", ("api",)),
     ]
+    if simulator:  # the demo trains a model once the backfill is archived (the console's Model page)
+        specs.append(
+            ComponentSpec("trainer", ("model", "train", "--when-ready", str(DEMO_BACKFILL_DAYS - 30)), oneshot=True)
+        )
     return specs

@@ -161,7 +161,7 @@ def render(report: dict[str, Any]) -> str:
     if sup:
         lines += ["", f"  Supervisor pid {sup['supervisor_pid']}:"]
         for c in sup["children"]:
-            state = f"pid {c['pid']}" if c["pid"] else "restarting"
+            state = f"pid {c['pid']}" if c["pid"] else "finished" if c.get("done") else "restarting"
             lines.append(f"    {c['name']:<14} {state:<12} restarts {c['restarts']}")
     lines += ["", "  Components (heartbeats):"]
     if not report["components"]:

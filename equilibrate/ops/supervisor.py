@@ -42,6 +42,7 @@ class Child:
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     restarts: int = 0
+    done: bool = False  # a one-shot job that finished
     backoff_s: float = 1.0
     next_start_at: float = 0.0
     last_exit: int | None = None
@@ -92,6 +93,8 @@ class Supervisor:
     def _check(self, child: Child) -> None:
         now = time.monotonic()
         if child.proc is None:
+            if child.done:
+                return
             if now >= child.next_start_at:
                 self._start(child)
                 self._write_state()
@@ -103,6 +106,11 @@ class Supervisor:
             return
         child.last_exit = code
         child.proc = None
+        if code == 0 and child.spec.oneshot:
+            child.done = True
+            log.info("%s finished", child.spec.name)
+            self._write_state()
+            return
         child.restarts += 1
         child.next_start_at = now + child.backoff_s
         log.warning("%s exited with code %s; restarting in %.0fs", child.spec.name, code, child.backoff_s)
@@ -120,6 +128,7 @@ class Supervisor:
                     "restarts": c.restarts,
                     "last_exit": c.last_exit,
                     "kind": c.spec.kind,
+                    "done": c.done,
                 }
                 for c in self.children
             ],

@@ -125,3 +125,28 @@ def test_children_die_with_a_killed_supervisor(tmp_path: Path) -> None:
     finally:
         if sup.poll() is None:
             sup.kill()
+
+
+def test_a_one_shot_job_that_succeeds_is_not_restarted_and_a_failing_one_is(tmp_path: Path) -> None:
+    from equilibrate.ops.components import ComponentSpec
+    from equilibrate.ops.supervisor import Supervisor
+    from equilibrate.settings import Settings
+
+    specs = [
+        ComponentSpec("ok-job", ("policy", "check"), oneshot=True),  # validates the packaged policy, exits 0
+        ComponentSpec("bad-job", ("policy", "check", str(tmp_path / "missing.yaml")), oneshot=True),
+    ]
+    sup = Supervisor(Settings(_env_file=None, up_restart_backoff_max_s=1.0), specs, state_file=tmp_path / "state.json")
+    ok, bad = sup.children
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (ok.done and bad.restarts >= 2):
+        for child in sup.children:
+            sup._check(child)
+        time.sleep(0.1)
+    assert ok.done and ok.restarts == 0 and ok.last_exit == 0
+    assert not bad.done and bad.restarts >= 2 and bad.last_exit != 0
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert [c["done"] for c in state["children"]] == [True, False]
+    for child in sup.children:
+        if child.proc is not None:
+            child.proc.kill()
