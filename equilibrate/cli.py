@@ -52,8 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Files and directories Equilibrate creates (archive, audit log, customer data, keys) are the owner's only.
+PRIVATE_UMASK = 0o077
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    os.umask(PRIVATE_UMASK)
     try:
         settings = load_settings()
         configure(args.log_level or settings.log_level)

@@ -104,7 +104,7 @@ class AuditLog:
         """Record several events in one write (one lock, one fsync), in order, sharing one recorded_at."""
         if not records:
             return []
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         with _locked(self.data_dir / LOCK_NAME, fcntl.LOCK_EX):
             return self._append_locked(records)
 
@@ -116,7 +116,7 @@ class AuditLog:
         the queue (only queue writers append, under this lock, so such rows are always the last ones).
         The rest are appended and fsynced, then `done` removes them all from the queue.
         """
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         with _locked(self.data_dir / LOCK_NAME, fcntl.LOCK_EX):
             records = list(take())
             if not records:
@@ -201,7 +201,7 @@ class AuditLog:
             log.warning("%s line %d had no newline; added it (the row is complete and kept)", path, line)
             return size + 1
         note = f"# {recorded_at_text(_utc_now())} {path.name} line {line} offset {start}: {len(fragment)} bytes\n"
-        torn = os.open(self.torn_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+        torn = os.open(self.torn_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
             _write_all(torn, note.encode("utf-8") + fragment + b"\n", os.fstat(torn).st_size, self.torn_path)
             os.fsync(torn)
@@ -303,7 +303,7 @@ def _locked(lock_path: Path, operation: int, *, create: bool = True) -> Iterator
     """
     try:
         flags = os.O_RDWR | os.O_CREAT if create else os.O_RDONLY
-        fd = os.open(lock_path, flags | os.O_CLOEXEC, 0o644)
+        fd = os.open(lock_path, flags | os.O_CLOEXEC, 0o600)
     except OSError:
         if create:
             raise
@@ -317,7 +317,7 @@ def _locked(lock_path: Path, operation: int, *, create: bool = True) -> Iterator
 
 
 def _open_current(path: Path) -> int:
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o644)
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
 
 
 def _fsync_dir(directory: Path) -> None:
