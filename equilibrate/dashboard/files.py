@@ -25,7 +25,8 @@ from equilibrate.model import registry
 from equilibrate.storage.archive_store import ArchiveStore
 from equilibrate.storage.history import CURRENT_NAME, ROTATED_PREFIX
 
-HISTORY_FILES = 30
+#: The newest history files a page reads (a file is one event day of snapshots; keep pages fast).
+HISTORY_FILES = 7
 #: The simulator's ground truth: shown on the portfolio page as "simulated", never read by the pipeline.
 GROUND_TRUTH_NAME = "ground_truth.csv"
 

@@ -45,7 +45,7 @@ def main() -> None:
         text = shown[["customer_id", "case_id", "message", "detail", "reasons"]].astype(str).agg(" ".join, axis=1)
         shown = shown[text.str.lower().str.contains(needle, regex=False)]
     st.caption(f"{len(shown):,} of {len(frame):,} rows, newest first")
-    st.dataframe(shown.iloc[::-1], hide_index=True, use_container_width=True, height=480, key="audit-table")
+    st.dataframe(shown.iloc[::-1], hide_index=True, width="stretch", height=480, key="audit-table")
     st.download_button(
         "Export these rows (CSV, hashes included)",
         shown.to_csv(index=False).encode(),

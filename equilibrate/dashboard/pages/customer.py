@@ -85,11 +85,11 @@ def main() -> None:
         st.subheader("Demographics")
         st.dataframe(
             pd.DataFrame({"value": [p.get(k, "") for k in DEMOGRAPHICS]}, index=list(DEMOGRAPHICS)),
-            use_container_width=True,
+            width="stretch",
         )
     with right:
         st.subheader("Behaviour (7 / 30 / 90 days)")
-        st.dataframe(feature_table(p), use_container_width=True, height=360)
+        st.dataframe(feature_table(p), width="stretch", height=360)
 
     st.subheader("Why this score")
     explanation = detail.explanation or {}
@@ -98,12 +98,12 @@ def main() -> None:
     cols = st.columns(2)
     if not reasons.empty:
         fig = px.bar(reasons, x="points", y="text", orientation="h", title="Rule points")
-        cols[0].plotly_chart(common.plotly_layout(fig, 280), use_container_width=True, key="rule-points")
+        cols[0].plotly_chart(common.plotly_layout(fig, 280), width="stretch", key="rule-points")
     else:
         cols[0].info(p.get("reasons") or "No rule fired: nothing in the behaviour points to hardship.")
     if not shap.empty:
         fig = px.bar(shap, x="shap", y="text", orientation="h", title="Model reason codes (SHAP, log-odds)")
-        cols[1].plotly_chart(common.plotly_layout(fig, 280), use_container_width=True, key="shap")
+        cols[1].plotly_chart(common.plotly_layout(fig, 280), width="stretch", key="shap")
     else:
         cols[1].caption("SHAP reason codes appear when a trained model scores (equilibrate model train).")
 
@@ -113,7 +113,7 @@ def main() -> None:
         st.caption("From the history snapshots (`equilibrate snapshot`): none for this customer yet.")
     else:
         fig = px.line(scores, x="snapshot_at", y="risk_score", markers=True)
-        st.plotly_chart(common.plotly_layout(fig, 240), use_container_width=True, key="score-history")
+        st.plotly_chart(common.plotly_layout(fig, 240), width="stretch", key="score-history")
 
     st.subheader("Balance and spending (archive)")
     txns = _transactions(str(s.data_dir / "archive"), customer_id)
@@ -128,16 +128,16 @@ def main() -> None:
         cols = st.columns(2)
         cols[0].plotly_chart(
             common.plotly_layout(px.line(daily, x="day", y="balance", title="Balance"), 240),
-            use_container_width=True,
+            width="stretch",
             key="balance",
         )
         cols[1].plotly_chart(
             common.plotly_layout(px.bar(spend, x="day", y="spend", title="Daily spending"), 240),
-            use_container_width=True,
+            width="stretch",
             key="spend",
         )
         with st.expander(f"Last transactions ({len(txns):,} in 90 days)"):
-            st.dataframe(txns.tail(50).iloc[::-1], hide_index=True, use_container_width=True)
+            st.dataframe(txns.tail(50).iloc[::-1], hide_index=True, width="stretch")
 
     st.subheader("Cases and contact history")
     cases = common.guarded("Cases", lambda: CaseStore(client).for_customer(customer_id))
@@ -155,7 +155,7 @@ def main() -> None:
             "reason",
         ]
         rows = [{k: c.get(k, "") for k in keep} for c in cases]
-        st.dataframe(pd.DataFrame(rows, columns=keep), hide_index=True, use_container_width=True)
+        st.dataframe(pd.DataFrame(rows, columns=keep), hide_index=True, width="stretch")
     else:
         st.caption("No intervention case for this customer yet.")
 

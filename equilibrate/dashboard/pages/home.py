@@ -71,13 +71,13 @@ def main() -> None:
         fig = px.pie(
             donut, names="level", values="customers", hole=0.55, color="level", color_discrete_map=common.LEVEL_COLOURS
         )
-        st.plotly_chart(common.plotly_layout(fig), use_container_width=True, key="donut")
+        st.plotly_chart(common.plotly_layout(fig), width="stretch", key="donut")
     with right:
         st.subheader("Hardship types")
         hardship = pd.DataFrame({"hardship": list(ov.hardships), "customers": list(ov.hardships.values())})
         hardship = hardship[hardship["hardship"] != "None"].sort_values("customers")
         fig = px.bar(hardship, x="customers", y="hardship", orientation="h")
-        st.plotly_chart(common.plotly_layout(fig), use_container_width=True, key="hardship")
+        st.plotly_chart(common.plotly_layout(fig), width="stretch", key="hardship")
 
     st.subheader("Needs attention now")
     top = common.guarded(
@@ -87,7 +87,7 @@ def main() -> None:
         frame = pd.DataFrame(top.rows)[
             ["customer_id", "name", "risk_level", "risk_score", "hardship_type", "recommended_action", "reasons"]
         ]
-        st.dataframe(frame, hide_index=True, use_container_width=True)
+        st.dataframe(frame, hide_index=True, width="stretch")
         st.caption(f"{top.total:,} customers at HIGH or CRITICAL; the full list is on the Risk queue page.")
     else:
         st.info("No customer is at HIGH or CRITICAL right now.")
@@ -108,7 +108,7 @@ def main() -> None:
                         line={"color": common.LEVEL_COLOURS[level]},
                     )
                 )
-        st.plotly_chart(common.plotly_layout(fig, 260), use_container_width=True, key="trend")
+        st.plotly_chart(common.plotly_layout(fig, 260), width="stretch", key="trend")
     else:
         st.info("The trend fills in as the risk engine runs (a point every RISK_TREND_INTERVAL_S seconds).")
 

@@ -146,7 +146,7 @@ def main() -> None:
                 {"check": c.name, "result": "ok" if c.passed else "blocked", "detail": c.detail}
                 for c in decision.checks
             ]
-            st.dataframe(pd.DataFrame(checks), hide_index=True, use_container_width=True)
+            st.dataframe(pd.DataFrame(checks), hide_index=True, width="stretch")
 
         cols = st.columns(3)
         note = cols[0].text_input("Note (audit log)", key=f"ic-note-{case_id}")
@@ -205,7 +205,7 @@ def main() -> None:
                 ["recorded_at", "actor", "action", "case_id", "channel", "policy_result", "delivery_status", "detail"]
             ].iloc[::-1],
             hide_index=True,
-            use_container_width=True,
+            width="stretch",
         )
 
 

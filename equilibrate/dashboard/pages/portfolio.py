@@ -51,7 +51,7 @@ def main() -> None:
             color_discrete_map=common.LEVEL_COLOURS,
             category_orders={"level": list(LEVELS)},
         )
-        st.plotly_chart(common.plotly_layout(fig), use_container_width=True, key="hardship-level")
+        st.plotly_chart(common.plotly_layout(fig), width="stretch", key="hardship-level")
 
     st.subheader("Risk levels over time")
     history = _levels_over_time(str(s.data_dir))
@@ -67,7 +67,7 @@ def main() -> None:
             color_discrete_map=common.LEVEL_COLOURS,
             category_orders={"risk_level": list(LEVELS)},
         )
-        st.plotly_chart(common.plotly_layout(fig), use_container_width=True, key="levels-time")
+        st.plotly_chart(common.plotly_layout(fig), width="stretch", key="levels-time")
         st.caption(
             f"One snapshot so far (as of {stamp:%Y-%m-%d %H:%M} UTC, event time); the next comes after "
             "SNAPSHOT_INTERVAL_S and the chart becomes a time line."
@@ -81,7 +81,7 @@ def main() -> None:
             color_discrete_map=common.LEVEL_COLOURS,
             category_orders={"risk_level": list(LEVELS)},
         )
-        st.plotly_chart(common.plotly_layout(fig), use_container_width=True, key="levels-time")
+        st.plotly_chart(common.plotly_layout(fig), width="stretch", key="levels-time")
         st.caption("Event time of each snapshot; one snapshot pass every SNAPSHOT_INTERVAL_S.")
 
     personas = files.personas(s.data_dir)
@@ -93,7 +93,7 @@ def main() -> None:
         )
         frame = pd.DataFrame({"persona": list(personas), "customers": list(personas.values())})
         fig = px.pie(frame, names="persona", values="customers", hole=0.4)
-        st.plotly_chart(common.plotly_layout(fig, 280), use_container_width=True, key="personas")
+        st.plotly_chart(common.plotly_layout(fig, 280), width="stretch", key="personas")
 
 
 main()

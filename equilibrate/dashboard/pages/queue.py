@@ -46,7 +46,7 @@ def main() -> None:
     st.dataframe(
         frame,
         hide_index=True,
-        use_container_width=True,
+        width="stretch",
         column_config={
             "risk_score": st.column_config.ProgressColumn("score", min_value=0, max_value=100, format="%.1f"),
             "reasons": st.column_config.TextColumn("reasons", width="large"),
