@@ -10,15 +10,17 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import redis
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
-from starlette.routing import Match
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from equilibrate.alert.actions import CaseActions
 from equilibrate.alert.audit_log import AuditLog
@@ -59,12 +61,37 @@ def cors_origins(settings: Settings) -> list[str]:
     return [o.strip() for o in settings.api_cors_origins.split(",") if o.strip()]
 
 
-def _route_of(request: Request) -> str:
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match is Match.FULL:
-            return str(getattr(route, "path", request.url.path))
-    return "unmatched"
+class Guard:
+    """Size and rate limits before a request reaches its handler; every request counted and timed.
+
+    A plain ASGI middleware (Starlette's BaseHTTPMiddleware costs about a millisecond a request).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        svc: Services = scope["app"].state.services
+        refused = _refuse(scope, svc)
+        status = [500]
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        if refused is not None:
+            await refused(scope, receive, sending)
+        else:
+            await self.app(scope, receive, sending)
+        route = str(getattr(scope.get("route"), "path", "unmatched"))
+        if route.startswith("/") and not route.startswith(PREFIX) and scope["path"].startswith(PREFIX):
+            route = PREFIX + route  # a router's route knows its path without the prefix it was included at
+        svc.metrics.observe(scope["method"], route, status[0], time.perf_counter() - started)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -112,13 +139,7 @@ def create_app(settings: Settings) -> FastAPI:
             allow_headers=["X-API-Key", "Authorization", "Content-Type", "Idempotency-Key"],
         )
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        svc: Services = request.app.state.services
-        response = _refuse(request, svc) or await call_next(request)
-        svc.metrics.observe(request.method, _route_of(request), response.status_code, time.perf_counter() - started)
-        return response
+    app.add_middleware(Guard)
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:
@@ -131,6 +152,12 @@ def create_app(settings: Settings) -> FastAPI:
         ]
         return JSONResponse({"error": "the request is not valid", "detail": errors}, status_code=422)
 
+    @app.exception_handler(redis.RedisError)
+    async def redis_down(_request: Request, exc: redis.RedisError) -> JSONResponse:
+        log.warning("Redis did not answer: %s", exc)
+        return JSONResponse({"error": "Redis is not answering; try again shortly"}, status_code=503,
+                            headers={"Retry-After": "5"})  # fmt: skip
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         ref = uuid.uuid4().hex[:12]
@@ -140,20 +167,21 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def _refuse(request: Request, svc: Services) -> Response | None:
+def _refuse(scope: Scope, svc: Services) -> Response | None:
     """A 413 or 429 answer for a request that must not reach its handler, or None."""
-    length = request.headers.get("content-length")
+    headers = Headers(scope=scope)
+    length = headers.get("content-length")
     if length is not None and (not length.isdigit() or int(length) > svc.settings.api_max_body_bytes):
         return JSONResponse({"error": f"request body over {svc.settings.api_max_body_bytes} bytes"}, status_code=413)
-    if request.url.path in OPEN_PATHS:
+    if scope["path"] in OPEN_PATHS:
         return None
-    ip = request.client.host if request.client else "unknown"
-    token = request.headers.get("x-api-key") or request.headers.get("authorization", "")
-    waits = [svc.by_ip.take(ip)]
+    client = scope.get("client")
+    waits = [svc.by_ip.take(client[0] if client else "unknown")]
+    token = headers.get("x-api-key") or headers.get("authorization", "")
     if token:
         waits.append(svc.by_key.take(hashlib.sha256(token.encode()).hexdigest()[:16]))
     wait = max(waits)
     if wait > 0:
-        headers: dict[str, Any] = {"Retry-After": retry_after_header(wait)}
-        return JSONResponse({"error": "rate limit exceeded"}, status_code=429, headers=headers)
+        extra: dict[str, Any] = {"Retry-After": retry_after_header(wait)}
+        return JSONResponse({"error": "rate limit exceeded"}, status_code=429, headers=extra)
     return None

@@ -198,3 +198,11 @@ def test_no_stack_trace_leaks(api: Api, http: TestClient, monkeypatch: pytest.Mo
     monkeypatch.setattr(routes_scoring, "assess", broken)
     answer = http.post(f"{V1}/predict", json={"customer_id": top_customer(api)}, headers=auth(api.reader))
     assert answer.status_code == 500 and answer.json()["error"] == "internal error" and "secret" not in answer.text
+
+
+def test_a_redis_that_does_not_answer_is_a_503_not_a_crash(api: Api) -> None:
+    with api.client(api_mode="development", api_keys_file=None, redis_url="redis://127.0.0.1:1/0") as down:
+        answer = down.get(f"{V1}/customers/C0000001")
+        assert answer.status_code == 503 and answer.headers["Retry-After"] == "5"
+        assert "Redis" in answer.json()["error"] and "Traceback" not in answer.text
+        assert down.get(f"{V1}/ready").status_code == 503
