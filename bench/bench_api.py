@@ -778,14 +778,20 @@ def _cpu_model() -> str:
 
 
 def _source() -> dict[str, Any]:
-    """The commit, and the package files changed from it (the package may be edited while this runs)."""
+    """The commit, the package's tree in it, and package files changed from it (others may edit the
+    package while this runs: only a change to these, not to the README, makes the run suspect)."""
 
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
         return done.stdout.strip()
 
-    dirty = git("status", "--porcelain", "--", "equilibrate", "pyproject.toml", "requirements.txt")
-    return {"commit": git("rev-parse", "--short", "HEAD"), "changed_files": [line[3:] for line in dirty.splitlines()]}
+    paths = ("equilibrate", "pyproject.toml", "requirements.txt")
+    dirty = git("status", "--porcelain", "--", *paths)
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "package": [git("rev-parse", "--short", f"HEAD:{p}") for p in paths],
+        "changed_files": [line[3:] for line in dirty.splitlines()],
+    }
 
 
 def _packages_in(directory: str | None) -> list[str]:
@@ -983,10 +989,11 @@ def main() -> int:
         "api": "python -m equilibrate api (uvicorn, 1 process), API_MODE=development, rate limits 100000/s",
         "load_generator": "asyncio, keep-alive HTTP/1.1, open loop: latency from each request's due time",
     }
-    result["source"] = source
-    if _source() != source:
-        result["source"]["changed_during_run"] = _source()
-        print(f"WARNING: the package changed while measuring: {source} -> {_source()}")
+    after = _source()
+    result["source"] = {**source, "commit_at_end": after["commit"]}
+    if (after["package"], after["changed_files"]) != (source["package"], source["changed_files"]):
+        result["source"]["package_changed_during_run"] = after
+        print(f"WARNING: the package changed while measuring: {source} -> {after}")
     result["machine"] = {
         "nproc": os.cpu_count(),
         "cpu": _cpu_model(),
