@@ -52,12 +52,17 @@ class Model:
         return np.column_stack([columns.get(f, np.full(n, np.nan)) for f in self.features]).astype(np.float64)
 
     def _dmatrix(self, x: F64) -> Any:
+        """The rows as XGBoost's matrix. Columns are in `features` order by construction (`matrix`),
+        so XGBoost's name check is skipped; one thread: with XGBoost's default (every core) a
+        one-row matrix took ~5 ms on a busy 2-core machine, against 0.2 ms (1.6 ms for 1,000 rows)."""
         import xgboost as xgb
 
-        return xgb.DMatrix(x, feature_names=self.features)
+        if x.ndim != 2 or x.shape[1] != len(self.features):
+            raise ValueError(f"expected rows of {len(self.features)} features, got shape {x.shape}")
+        return xgb.DMatrix(x, nthread=1)
 
     def raw(self, x: F64) -> F64:
-        out: F64 = self.booster.predict(self._dmatrix(x)).astype(np.float64)
+        out: F64 = self.booster.predict(self._dmatrix(x), validate_features=False).astype(np.float64)
         return out
 
     def predict(self, x: F64) -> F64:
@@ -66,14 +71,14 @@ class Model:
 
     def contributions(self, x: F64) -> F64:
         """TreeSHAP values per feature (log-odds), without the bias column."""
-        shap: F64 = self.booster.predict(self._dmatrix(x), pred_contribs=True)
+        shap: F64 = self.booster.predict(self._dmatrix(x), pred_contribs=True, validate_features=False)
         return shap[:, :-1].astype(np.float64)
 
     def score(self, x: F64) -> tuple[F64, F64]:
         """(calibrated probabilities, TreeSHAP values) from one DMatrix: what the risk engine writes."""
         matrix = self._dmatrix(x)
-        probs = self.calibrator(self.booster.predict(matrix).astype(np.float64))
-        shap: F64 = self.booster.predict(matrix, pred_contribs=True)
+        probs = self.calibrator(self.booster.predict(matrix, validate_features=False).astype(np.float64))
+        shap: F64 = self.booster.predict(matrix, pred_contribs=True, validate_features=False)
         return probs, shap[:, :-1].astype(np.float64)
 
 
