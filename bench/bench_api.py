@@ -42,8 +42,7 @@ for a free connection, or for a late scheduler, counts its wait (no coordinated 
 2. Batches: POST /predict/batch with 1,000 items by customer_id, then with 1,000 feature payloads;
    2 warm-up calls and 20 timed, one at a time: p50/p99/max and the request size.
 3. Breakdown, to find what dominates a slow request: the handlers' steps called directly in this
-   process (Redis reads, assess(), request validation, validating the response model and dumping
-   its JSON as FastAPI does), the whole app in this process through httpx's ASGI transport (routing,
+   process (Redis reads, assess(), request validation, dumping the response's JSON), the whole app in this process through httpx's ASGI transport (routing,
    middleware, dependencies, the threadpool, serialisation; no sockets, no uvicorn), with the trips
    through anyio's threadpool counted, and one request at a time over HTTP to the API process (adds
    uvicorn, h11 and the sockets, but no queueing). A few hundred calls each.
@@ -640,13 +639,12 @@ async def _in_process(settings: Settings, work: Workload, with_customers: bool) 
     """Handler steps called directly, then the whole app through the ASGI transport (no sockets)."""
     import anyio.to_thread
     import httpx
-    from pydantic import TypeAdapter
 
     from equilibrate.alert.cases import CaseStore
     from equilibrate.api import routes_customers, routes_scoring
     from equilibrate.api.app import create_app
     from equilibrate.api.context import Services
-    from equilibrate.api.schemas import BatchRequest, BatchResponse, CustomerView, Prediction, PredictRequest
+    from equilibrate.api.schemas import BatchRequest, BatchResponse, PredictRequest
     from equilibrate.dashboard import queries
     from equilibrate.features import store as feature_store
     from equilibrate.risk.assess import assess
@@ -657,9 +655,6 @@ async def _in_process(settings: Settings, work: Workload, with_customers: bool) 
     ids, feats = work.ids, work.features
     n_calls = SEQUENTIAL_CALLS
     steps: dict[str, dict[str, float]] = {}
-    # what FastAPI does with a handler's return value: validate it as the response model, dump JSON bytes
-    as_view, as_prediction = TypeAdapter(CustomerView), TypeAdapter(Prediction)
-    as_batch = TypeAdapter(BatchResponse)
     async with app.router.lifespan_context(app):
         svc: Services = app.state.services
         model = svc.models.current()
@@ -674,11 +669,9 @@ async def _in_process(settings: Settings, work: Workload, with_customers: bool) 
                 n_calls, lambda n: queries.customer_detail(svc.redis, ids[n])
             )
             steps["customer.redis_open_case"] = _timed(n_calls, lambda n: CaseStore(svc.redis).open_case(ids[n]))
-            steps["customer.handler_total"] = _timed(n_calls, lambda n: routes_customers.customer(ids[n], svc))
-            view = routes_customers.customer(ids[0], svc)
-            steps["customer.response_validate_and_json"] = _timed(
-                n_calls, lambda n: as_view.dump_json(as_view.validate_python(view))
-            )
+            steps["customer.handler_total"] = _timed(n_calls, lambda n: routes_customers._customer_view(svc, ids[n]))
+            view = routes_customers._customer_view(svc, ids[0])
+            steps["customer.response_json"] = _timed(n_calls, lambda n: view.model_dump_json())
         steps["predict.redis_live_features"] = _timed(n_calls, lambda n: routes_scoring._live_features(svc, [ids[n]]))
         steps["predict.redis_watermark"] = _timed(n_calls, lambda n: feature_store.watermark_ms(svc.redis))
         steps["predict.assess_one"] = _timed(n_calls, lambda n: one_assess(n, feats[n % len(feats)]))
@@ -690,14 +683,12 @@ async def _in_process(settings: Settings, work: Workload, with_customers: bool) 
         steps["predict.handler_total_by_id"] = _timed(n_calls, lambda n: routes_scoring.score(svc, [req_id[n]]))
         steps["predict.handler_total_features"] = _timed(n_calls, lambda n: routes_scoring.score(svc, [req_f[n]]))
         pred = routes_scoring.score(svc, [req_id[0]])[0]
-        steps["predict.response_validate_and_json"] = _timed(
-            n_calls, lambda n: as_prediction.dump_json(as_prediction.validate_python(pred))
-        )
+        steps["predict.response_json"] = _timed(n_calls, lambda n: pred.model_dump_json())
         big = [PredictRequest(customer_id=ids[k % len(ids)]) for k in range(BATCH)]
         big_f = [PredictRequest(features=feats[k % len(feats)]) for k in range(BATCH)]
         steps["batch.redis_live_features_1000"] = _timed(20, lambda n: routes_scoring._live_features(svc, ids[:BATCH]))
         rows = routes_scoring._live_features(svc, ids[:BATCH])
-        cols = {f: np.fromiter((r[f] for r in rows), dtype=np.float64, count=len(rows)) for f in FEATURES}
+        cols = {f: rows[:, j] for j, f in enumerate(FEATURES)}
         as_of = np.full(len(rows), int(time.time() * 1000), dtype=np.int64)
         steps["batch.assess_1000"] = _timed(
             20, lambda n: assess(ids[:BATCH], cols, as_of, svc.rules, svc.policy, model=model)
@@ -709,9 +700,7 @@ async def _in_process(settings: Settings, work: Workload, with_customers: bool) 
             20, lambda n: BatchRequest.model_validate_json(batch_body)
         )
         answer = BatchResponse(predictions=routes_scoring.score(svc, big), model_version=pred.model_version)
-        steps["batch.response_validate_and_json_1000"] = _timed(
-            20, lambda n: as_batch.dump_json(as_batch.validate_python(answer))
-        )
+        steps["batch.response_json_1000"] = _timed(20, lambda n: answer.model_dump_json())
 
         # The whole app, no sockets; sync dependencies, handlers and response validation each take a
         # trip through anyio's threadpool, counted here.

@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
+from starlette.concurrency import run_in_threadpool
 
 from equilibrate.alert.cases import CaseStore
-from equilibrate.api.context import READ, Services, services
+from equilibrate.api.context import READ, Services, json_body, services
 from equilibrate.api.schemas import CustomerId, CustomerView, Level, QueueItem, QueueResponse, Transactions
 from equilibrate.dashboard import queries
 from equilibrate.dashboard.files import TRANSACTION_COLUMNS
@@ -22,8 +23,12 @@ MAX_PAGE = 500
 
 
 @router.get("/customers/{customer_id}", response_model=CustomerView, dependencies=READ)
-def customer(customer_id: CustomerId, svc: Svc) -> CustomerView:
+async def customer(customer_id: CustomerId, svc: Svc) -> Response:
     """The customer's attributes, live features and risk, and their open case."""
+    return json_body(await run_in_threadpool(_customer_view, svc, customer_id))
+
+
+def _customer_view(svc: Services, customer_id: str) -> CustomerView:
     detail = queries.customer_detail(svc.redis, customer_id)
     if detail is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no customer {customer_id}")

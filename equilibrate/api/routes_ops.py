@@ -29,7 +29,7 @@ _broker_seen: dict[str, Any] = {"at": float("-inf"), "ok": False, "detail": ""}
 
 
 @router.get("/health")
-def health() -> dict[str, str]:
+async def health() -> dict[str, str]:
     """Liveness: the process answers."""
     return {"status": "ok"}
 

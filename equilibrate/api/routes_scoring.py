@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import operator
 import time
 from collections.abc import Sequence
 from typing import Annotated, Any, cast
 
 import numpy as np
+import numpy.typing as npt
 import orjson
-from fastapi import APIRouter, Depends, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, Response, status
+from starlette.concurrency import run_in_threadpool
 
-from equilibrate.api.context import READ, Services, services
+from equilibrate.api.context import READ, Services, json_body, services
 from equilibrate.api.schemas import BatchRequest, BatchResponse, CustomerId, Prediction, PredictRequest
 from equilibrate.features import store as feature_store
 from equilibrate.features.compute import FEATURES
@@ -19,32 +22,43 @@ from equilibrate.risk.keys import reasons_key
 from equilibrate.storage.customer_registry import profile_key
 
 router = APIRouter(tags=["scoring"])
+F64 = npt.NDArray[np.float64]
 Svc = Annotated[Services, Depends(services)]
 
 
-def _live_features(svc: Services, customer_ids: Sequence[str]) -> list[dict[str, float]]:
+_ROW = operator.itemgetter(*FEATURES)
+
+
+def _live_features(svc: Services, customer_ids: Sequence[str]) -> F64:
+    """The customers' live features as rows (in FEATURES order), read in one pipeline; 404 for a
+    customer the feature engine has not seen. A missing or empty field reads 0."""
     with svc.redis.pipeline(transaction=False) as pipe:
         for cid in customer_ids:
             pipe.hmget(profile_key(cid), list(FEATURES))
-        rows = pipe.execute()
-    out = []
+        rows: list[list[bytes | None]] = pipe.execute()
     for cid, values in zip(customer_ids, rows, strict=True):
-        if all(v is None for v in values):
+        if not any(values):
             raise HTTPException(
                 status.HTTP_404_NOT_FOUND, f"no live features for customer {cid} (not seen by the feature engine)"
             )
-        out.append({f: float(v) if v not in (None, b"") else 0.0 for f, v in zip(FEATURES, values, strict=True)})
-    return out
+    flat = [v or b"0" for values in rows for v in values]
+    # numpy parses the byte strings itself: ~10x faster than float() on each of 40,000 values
+    matrix: F64 = np.array(flat, dtype=np.bytes_).astype(np.float64).reshape(len(rows), len(FEATURES))
+    return matrix
 
 
 def score(svc: Services, items: Sequence[PredictRequest]) -> list[Prediction]:
     """Every item at once: live features read in one pipeline, one assess() over the batch."""
-    live_ids = [i.customer_id for i in items if i.features is None and i.customer_id is not None]
-    live = dict(zip(live_ids, _live_features(svc, live_ids), strict=True)) if live_ids else {}
-    rows = [i.features if i.features is not None else live[cast(str, i.customer_id)] for i in items]
-    columns = {f: np.fromiter((r[f] for r in rows), dtype=np.float64, count=len(rows)) for f in FEATURES}
+    matrix = np.empty((len(items), len(FEATURES)), dtype=np.float64)
+    live = [n for n, i in enumerate(items) if i.features is None]
+    if live:
+        matrix[live] = _live_features(svc, [cast(str, items[n].customer_id) for n in live])
+    given = [n for n, i in enumerate(items) if i.features is not None]
+    if given:
+        matrix[given] = [_ROW(cast(dict[str, float], items[n].features)) for n in given]
+    columns = {f: matrix[:, j] for j, f in enumerate(FEATURES)}
     mark = feature_store.watermark_ms(svc.redis)
-    as_of = np.full(len(rows), mark if mark is not None else int(time.time() * 1000), dtype=np.int64)
+    as_of = np.full(len(items), mark if mark is not None else int(time.time() * 1000), dtype=np.int64)
     ids = [i.customer_id or "" for i in items]
     a = assess(ids, columns, as_of, svc.rules, svc.policy, model=svc.models.current())
     return [
@@ -62,29 +76,38 @@ def score(svc: Services, items: Sequence[PredictRequest]) -> list[Prediction]:
     ]
 
 
+# The routes are `async def` and hand their Redis reads and scoring to the threadpool in one trip
+# (a `def` route made five: its own, the dependencies' and FastAPI's check of its result).
+
+
 @router.post("/predict", response_model=Prediction, dependencies=READ)
-def predict(body: PredictRequest, svc: Svc) -> Prediction:
+async def predict(body: PredictRequest, svc: Svc) -> Response:
     """Score one customer from a feature payload, or by id from the live features in Redis."""
-    return score(svc, [body])[0]
+    found = await run_in_threadpool(score, svc, [body])
+    return json_body(found[0])
 
 
 @router.post("/predict/batch", response_model=BatchResponse, dependencies=READ)
-def predict_batch(body: BatchRequest, svc: Svc) -> BatchResponse:
+async def predict_batch(body: BatchRequest, svc: Svc) -> Response:
     """Up to API_MAX_BATCH customers in one call, scored together."""
     if len(body.items) > svc.settings.api_max_batch:
         raise HTTPException(
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"at most {svc.settings.api_max_batch} items per batch, got {len(body.items)}",
         )
-    predictions = score(svc, body.items)
-    return BatchResponse(predictions=predictions, model_version=predictions[0].model_version)
+    predictions = await run_in_threadpool(score, svc, body.items)
+    return json_body(BatchResponse(predictions=predictions, model_version=predictions[0].model_version))
 
 
-@router.get("/explain/{customer_id}", dependencies=READ)
-def explain(customer_id: CustomerId, svc: Svc) -> dict[str, Any]:
-    """Everything behind the customer's latest score: rule points, hardship rules fired, SHAP reason codes."""
+def _explained(svc: Services, customer_id: str) -> dict[str, Any]:
     raw = svc.redis.get(reasons_key(customer_id))
     if raw is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"customer {customer_id} has not been scored")
     explained: dict[str, Any] = orjson.loads(cast(bytes, raw))
     return explained
+
+
+@router.get("/explain/{customer_id}", dependencies=READ)
+async def explain(customer_id: CustomerId, svc: Svc) -> dict[str, Any]:
+    """Everything behind the customer's latest score: rule points, hardship rules fired, SHAP reason codes."""
+    return await run_in_threadpool(_explained, svc, customer_id)
