@@ -772,13 +772,13 @@ def _source() -> dict[str, Any]:
 
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
-        return done.stdout.strip()
+        return done.stdout.rstrip("\n")  # not strip(): a porcelain line starts with a space
 
     paths = ("equilibrate", "pyproject.toml", "requirements.txt")
     dirty = git("status", "--porcelain", "--", *paths)
     return {
-        "commit": git("rev-parse", "--short", "HEAD"),
-        "package": [git("rev-parse", "--short", f"HEAD:{p}") for p in paths],
+        "commit": git("rev-parse", "--short", "HEAD").strip(),
+        "package": [git("rev-parse", "--short", f"HEAD:{p}").strip() for p in paths],
         "changed_files": [line[3:] for line in dirty.splitlines()],
     }
 
