@@ -153,6 +153,10 @@ class Settings(BaseSettings):
     api_idempotency_ttl_s: int = Field(default=86_400, ge=60, le=2_592_000)
     #: Debug responses (never in production).
     api_debug: bool = False
+    #: API processes on API_PORT (uvicorn workers; the kernel spreads connections). With more than
+    #: one, /metrics adds up this host's workers (through Redis) and each worker enforces the rate
+    #: limits on the connections it serves.
+    api_workers: int = Field(default=1, ge=1, le=64)
 
     # --- The bank's identity in messages (policy template placeholders) ----------------------
     bank_name: str = Field(default="Equilibrate Bank", min_length=1, max_length=20)

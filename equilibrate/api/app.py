@@ -6,6 +6,8 @@ Every response is JSON with no stack trace; a request body over API_MAX_BODY_BYT
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -25,14 +27,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from equilibrate.alert.actions import CaseActions
 from equilibrate.alert.audit_log import AuditLog
 from equilibrate.alert.proposer import Proposer
-from equilibrate.api import routes_customers, routes_interventions, routes_ops, routes_scoring
+from equilibrate.api import routes_customers, routes_interventions, routes_ops, routes_scoring, workers
 from equilibrate.api.context import ModelHolder, Services
 from equilibrate.api.keys import KeyStore
 from equilibrate.api.limits import RateLimiter, retry_after_header
 from equilibrate.errors import ConfigError
 from equilibrate.risk.policy import load_policy
 from equilibrate.risk.rules import load_rules
-from equilibrate.settings import Settings
+from equilibrate.settings import Settings, load_settings
 from equilibrate.storage.redis_client import connect
 
 log = logging.getLogger(__name__)
@@ -116,9 +118,18 @@ def create_app(settings: Settings) -> FastAPI:
         )
         mode = "keys required" if keys is not None else "development: no key store, every caller may read and write"
         log.info("API %s on /api/v1 (%s)", settings.api_mode, mode)
+        sharing = None
+        if settings.api_workers > 1:
+            sharing = asyncio.create_task(workers.publish_forever(client, app.state.services.metrics))
         try:
             yield
         finally:
+            if sharing is not None:
+                sharing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sharing
+                with contextlib.suppress(redis.RedisError):
+                    workers.forget(client)
             client.close()
 
     app = FastAPI(
@@ -165,6 +176,16 @@ def create_app(settings: Settings) -> FastAPI:
         return JSONResponse({"error": "internal error", "ref": ref}, status_code=500)
 
     return app
+
+
+def worker_app() -> FastAPI:
+    """The app of one of API_WORKERS processes: uvicorn imports it by name in each worker, which
+    reads the settings from the environment (and .env) as the command did."""
+    from equilibrate.logs import configure
+
+    settings = load_settings()
+    configure(settings.log_level, component="api")
+    return create_app(settings)
 
 
 def _refuse(scope: Scope, svc: Services) -> Response | None:

@@ -9,10 +9,14 @@ equilibrate api keys revoke NAME
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 from pathlib import Path
 
 from equilibrate.errors import ConfigError
 from equilibrate.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 def _store_path(args: argparse.Namespace, settings: Settings) -> Path:
@@ -53,7 +57,20 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
 
     app = create_app(settings)  # refuses a production config that would leave the API open
     host, port = args.host or settings.api_host, args.port or settings.api_port
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, server_header=False)
+    several = settings.api_workers > 1
+    if several:  # each worker builds its own app from the environment: pass on a level given here
+        os.environ["LOG_LEVEL"] = logging.getLevelName(logging.getLogger().level)
+        log.info("API: %d worker processes on %s:%d", settings.api_workers, host, port)
+    uvicorn.run(
+        "equilibrate.api.app:worker_app" if several else app,
+        factory=several,
+        workers=settings.api_workers if several else None,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 #: Latency histogram buckets (seconds).
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -34,6 +35,27 @@ class RequestMetrics:
                     counts[i] += 1
             counts[-1] += 1
             self.sums[key] += seconds
+
+    def snapshot(self) -> dict[str, Any]:
+        """The counters as plain JSON-able lists (for adding up several processes' metrics)."""
+        with self.lock:
+            return {
+                "counts": [[m, r, s, n] for (m, r, s), n in self.counts.items()],
+                "buckets": [[m, r, list(c)] for (m, r), c in self.buckets.items()],
+                "sums": [[m, r, v] for (m, r), v in self.sums.items()],
+            }
+
+    def add(self, snapshot: Mapping[str, Any]) -> None:
+        """Add another process's `snapshot` to these counters."""
+        with self.lock:
+            for m, r, s, n in snapshot["counts"]:
+                self.counts[(m, r, int(s))] += int(n)
+            for m, r, c in snapshot["buckets"]:
+                mine = self.buckets.setdefault((m, r), [0] * (len(BUCKETS) + 1))
+                if len(c) == len(mine):  # same bucket bounds (same version)
+                    self.buckets[(m, r)] = [a + int(b) for a, b in zip(mine, c, strict=True)]
+            for m, r, v in snapshot["sums"]:
+                self.sums[(m, r)] += float(v)
 
     def render(self) -> Iterable[str]:
         with self.lock:

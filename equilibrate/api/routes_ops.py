@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Annotated, Any, cast
@@ -14,6 +15,7 @@ from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from equilibrate.alert.cases import CHANGES_KEY as CASE_CHANGES_KEY
+from equilibrate.api import workers
 from equilibrate.api.context import Services, services
 from equilibrate.api.metrics import gauge
 from equilibrate.kafka.dlq import DLQ_COUNTS_KEY
@@ -75,7 +77,11 @@ def ready(svc: Svc) -> JSONResponse:
 @router.get("/metrics", response_class=PlainTextResponse)
 def metrics(svc: Svc) -> PlainTextResponse:
     """Prometheus text: request counts and latencies, customers by risk level, dead letters, consumer lag."""
-    lines = list(svc.metrics.render())
+    own = svc.metrics
+    if svc.settings.api_workers > 1:
+        with contextlib.suppress(redis.RedisError):  # else this worker's own counters
+            own = workers.host_metrics(svc.redis, svc.metrics)
+    lines = list(own.render())
     try:
         with svc.redis.pipeline(transaction=False) as pipe:
             for level in LEVELS:
