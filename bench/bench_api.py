@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/bench_api.py [--customers 20000] [--days 60] [--rate 500] [--seconds 30]
                                         [--connections 64] [--scoring rules,model] [--sweep 50,100,200,300]
-                                        [--pin] [--api-pythonpath DIR] [--quick] [--out FILE]
+                                        [--workers 2] [--pin] [--api-pythonpath DIR] [--quick] [--out FILE]
 
 Starts its own redis-server on a free port (the project's launch code; no broker: these endpoints
 need none) and writes bench/results/api.json (`--quick`: 5,000 customers, 10 s, rules only, written
@@ -19,14 +19,15 @@ an archive, `build_dataset`, `train_pipeline`) into a registry of its own, and t
 scenarios run a second time against an API that follows that registry; `rules` runs them with an
 empty registry (the rules score, as a bank without a trained model has).
 
-The API runs as `python -m equilibrate api --port <free>` (uvicorn, one process, the packages this
-venv has) in development mode (no key store) with the rate limits raised out of the way, and a
-broker address where nothing listens (its /metrics asks the broker for consumer lag). The load
-generator runs in this process: asyncio with `--connections` keep-alive HTTP/1.1 connections and a
-minimal request writer / response reader (cheaper per request than an HTTP library, so the client
-takes as little of the 2 cores as possible). It is open loop: request i is due at start + i / rate
-and its latency runs from that due time to the last byte of the response, so a request that waits
-for a free connection, or for a late scheduler, counts its wait (no coordinated omission).
+The API runs as `python -m equilibrate api --port <free>` (uvicorn; `--workers` processes, i.e.
+API_WORKERS, default 2: one per core; the packages this venv has) in development mode (no key store)
+with the rate limits raised out of the way, and a broker address where nothing listens (its /metrics
+asks the broker for consumer lag). The load generator runs in this process: asyncio with
+`--connections` keep-alive HTTP/1.1 connections and a minimal request writer / response reader
+(cheaper per request than an HTTP library, so the client takes as little of the 2 cores as
+possible). It is open loop: request i is due at start + i / rate and its latency runs from that due
+time to the last byte of the response, so a request that waits for a free connection, or for a late
+scheduler, counts its wait (no coordinated omission).
 
 1. Load, per scenario: `--rate` requests/s for 5 s of warm-up and then `--seconds` measured: (a) GET
    /customers/{random id}, (b) POST /predict {"customer_id"}, (c) POST /predict {"features"} (every
@@ -42,8 +43,9 @@ for a free connection, or for a late scheduler, counts its wait (no coordinated 
 2. Batches: POST /predict/batch with 1,000 items by customer_id, then with 1,000 feature payloads;
    2 warm-up calls and 20 timed, one at a time: p50/p99/max and the request size.
 3. Breakdown, to find what dominates a slow request: the handlers' steps called directly in this
-   process (Redis reads, assess(), request validation, dumping the response's JSON), the whole app in this process through httpx's ASGI transport (routing,
-   middleware, dependencies, the threadpool, serialisation; no sockets, no uvicorn), with the trips
+   process (Redis reads, assess(), request validation, dumping the response's JSON), the whole app
+   in this process through httpx's ASGI transport (routing, middleware, dependencies, the
+   threadpool, serialisation; no sockets, no uvicorn), with the trips
    through anyio's threadpool counted, and one request at a time over HTTP to the API process (adds
    uvicorn, h11 and the sockets, but no queueing). A few hundred calls each.
 
@@ -84,6 +86,7 @@ import psutil
 import redis
 from bench_risk import SEED, START, load, prepare
 
+from equilibrate.api import workers as api_workers
 from equilibrate.features.compute import FEATURES
 from equilibrate.ops.child import spawn, stop
 from equilibrate.ops.net import free_port
@@ -98,6 +101,8 @@ RESULTS = ROOT / "bench" / "results" / "api.json"
 PREFIX = "/api/v1"
 TARGET_P99_MS = 20.0  # GET /customers/{id} and POST /predict, at TARGET_RATE
 TARGET_RATE = 500
+#: API processes (API_WORKERS): one per core of this 2-core machine.
+API_WORKERS = 2
 TARGET_BATCH_MS = 200.0  # one POST /predict/batch of BATCH items
 BATCH = 1_000
 BATCH_CALLS, BATCH_WARMUP = 20, 2
@@ -212,7 +217,7 @@ def _workload(settings: Settings, customers: int, count: int) -> Workload:
 
 
 # -- the API process ------------------------------------------------------------------------------
-def _api_env(settings: Settings, pythonpath: str | None) -> dict[str, str]:
+def _api_env(settings: Settings, pythonpath: str | None, workers: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("API_", "REDIS_", "MODEL_", "RISK_"))}
     if pythonpath:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (pythonpath, env.get("PYTHONPATH")) if p)
@@ -229,6 +234,7 @@ def _api_env(settings: Settings, pythonpath: str | None) -> dict[str, str]:
             "API_RATE_PER_KEY": RATE_LIMIT,
             "API_RATE_BURST": RATE_BURST,
             "LOG_LEVEL": "WARNING",
+            "API_WORKERS": str(workers),
         }
     )
     return env
@@ -236,14 +242,14 @@ def _api_env(settings: Settings, pythonpath: str | None) -> dict[str, str]:
 
 @contextlib.contextmanager
 def _api(
-    settings: Settings, workdir: Path, *, pin: bool, pythonpath: str | None
+    settings: Settings, workdir: Path, *, pin: bool, pythonpath: str | None, workers: int
 ) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     port = free_port()
     log_path = workdir / f"api-{port}.log"
     with log_path.open("wb") as log_file:
         proc = spawn(
             [sys.executable, "-m", "equilibrate", "api", "--port", str(port)],
-            env=_api_env(settings, pythonpath),
+            env=_api_env(settings, pythonpath, workers),
             stderr=log_file,
             stdout=log_file,
             cwd=str(workdir),
@@ -266,10 +272,19 @@ def _api(
 
 
 def _pin(pid: int, cpus: set[int]) -> None:
-    """Every thread of `pid` (and those it starts later) on `cpus`."""
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(OSError):
-            os.sched_setaffinity(int(tid), cpus)
+    """Every thread of `pid` and of its worker processes (and those they start later) on `cpus`."""
+    for p in _family(pid):
+        for tid in os.listdir(f"/proc/{p}/task"):
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(int(tid), cpus)
+
+
+def _family(pid: int) -> list[int]:
+    """`pid` and its descendants (the API's uvicorn workers when API_WORKERS > 1)."""
+    try:
+        return [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
+    except psutil.Error:
+        return [pid]
 
 
 async def _healthy(port: int) -> bool:
@@ -351,9 +366,12 @@ def _cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
     times = psutil.cpu_times()
     snap["machine"] = sum(times) - times.idle - getattr(times, "iowait", 0.0)
     for name, pid in pids.items():
-        with contextlib.suppress(psutil.Error):
-            t = psutil.Process(pid).cpu_times()
-            snap[name] = t.user + t.system
+        total = 0.0
+        for p in _family(pid) if name == "api" else [pid]:
+            with contextlib.suppress(psutil.Error):
+                t = psutil.Process(p).cpu_times()
+                total += t.user + t.system
+        snap[name] = total
     return snap
 
 
@@ -371,11 +389,12 @@ _SERIES = re.compile(
 )
 
 
-def _server_histogram(port: int, method: str, route: re.Pattern[str]) -> dict[str, float]:
+def _server_histogram(port: int, method: str, route: re.Pattern[str], workers: int = 1) -> dict[str, float]:
     """The API's cumulative latency histogram summed over the routes `route` matches:
-    {le: count, ..., "sum": s, "count": n}. A pattern, not a name: the API labels a request with the
-    path it was sent to when no route template is found (every route under FastAPI 0.165), so each
-    customer id is a series of its own."""
+    {le: count, ..., "sum": s, "count": n}. With several workers, read after every worker has shared
+    its counters since (they do every PUBLISH_S)."""
+    if workers > 1:
+        time.sleep(api_workers.PUBLISH_S + 0.5)
 
     async def scrape() -> bytes:
         conn = await Connection.open(port)
@@ -809,7 +828,7 @@ def _run_scoring(
     breakdown: dict[str, Any] = asyncio.run(_in_process(settings, work, scoring == "rules"))
     scenarios: dict[str, Any] = {}
     sweep = [int(r) for r in args.sweep.split(",") if r.strip()]
-    with _api(settings, workdir, pin=args.pin, pythonpath=args.api_pythonpath) as (port, proc):
+    with _api(settings, workdir, pin=args.pin, pythonpath=args.api_pythonpath, workers=args.workers) as (port, proc):
         loads = _load_scenarios(port, work, scoring)
         breakdown.update(asyncio.run(_sequential_http(port, loads)))
         if args.pin:
@@ -817,11 +836,11 @@ def _run_scoring(
         try:
             pids = {"api": proc.pid, "load_generator": os.getpid(), "redis": redis_pid}
             for s in loads:
-                before = _server_histogram(port, s.method, s.route)
+                before = _server_histogram(port, s.method, s.route, args.workers)
                 result = asyncio.run(
                     _open_loop(port, s, rate=args.rate, seconds=args.seconds, connections=args.connections, pids=pids)
                 )
-                result["api_time"] = _server_time(before, _server_histogram(port, s.method, s.route))
+                result["api_time"] = _server_time(before, _server_histogram(port, s.method, s.route, args.workers))
                 _settle(proc.pid)
                 result["capacity"] = asyncio.run(
                     _capacity(port, s, seconds=CAPACITY_S, connections=CAPACITY_CONNECTIONS, pids=pids)
@@ -845,10 +864,12 @@ def _run_scoring(
 
 def _settle(pid: int, timeout: float = 60.0) -> None:
     """Wait until the API has worked off what an overload left queued (under 5% of a core for 0.5 s)."""
-    proc = psutil.Process(pid)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.cpu_percent(0.5) > 5.0:
-        pass
+    while time.monotonic() < deadline:
+        before = _cpu_snapshot({"api": pid})
+        time.sleep(0.5)
+        if _cpu_cores(before, _cpu_snapshot({"api": pid}))["api"] <= 0.05:
+            break
 
 
 def _sweep_point(port: int, s: Scenario, rate: int, connections: int, pids: dict[str, int]) -> dict[str, Any]:
@@ -917,6 +938,7 @@ def main() -> int:
         default=None,
         help="lower offered rates, 10 s each, for the judged scenarios (default 50,100,200,300; --quick 100; '' none)",
     )
+    parser.add_argument("--workers", type=int, default=API_WORKERS, help="API processes (API_WORKERS)")
     parser.add_argument("--pin", action="store_true", help="API process on CPU 0, load generator on CPU 1")
     parser.add_argument(
         "--api-pythonpath",
@@ -975,7 +997,9 @@ def main() -> int:
         "api_pythonpath_packages": _packages_in(args.api_pythonpath),
         "scorings": scorings,
         "model": model,
-        "api": "python -m equilibrate api (uvicorn, 1 process), API_MODE=development, rate limits 100000/s",
+        "api": f"python -m equilibrate api (uvicorn), API_WORKERS={args.workers}, API_MODE=development, "
+        "rate limits 100000/s",
+        "workers": args.workers,
         "load_generator": "asyncio, keep-alive HTTP/1.1, open loop: latency from each request's due time",
     }
     after = _source()
