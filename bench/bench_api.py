@@ -179,19 +179,19 @@ def _populate(settings: Settings, customers: int, days: int) -> dict[str, float]
     return {"events": pop.events, "simulate_s": round(pop.seconds, 1), "rescore_s": round(rescore_s, 1)}
 
 
-def _train_model(root: Path, registry: Path) -> dict[str, Any]:
+def _train_model(root: Path, registry: Path, customers: int, days: int) -> dict[str, Any]:
     """A model in `registry` (made current), trained as bench_model.py does."""
     from equilibrate.model import runs
     from equilibrate.sources.direct_archive import simulate_into_archive
 
     t0 = time.perf_counter()
     settings = Settings(_env_file=None, data_dir=root / "model-data", model_registry_dir=registry)
-    simulate_into_archive(settings.data_dir / "archive", MODEL_CUSTOMERS, MODEL_DAYS, seed=SEED, start=START)
+    simulate_into_archive(settings.data_dir / "archive", customers, days, seed=SEED, start=START)
     runs.build_dataset(settings)
     run = runs.train_pipeline(settings)
     seconds = time.perf_counter() - t0
-    print(f"model {run.version} trained on {MODEL_CUSTOMERS:,} customers x {MODEL_DAYS} days in {seconds:.0f} s")
-    return {"version": run.version, "customers": MODEL_CUSTOMERS, "days": MODEL_DAYS, "seconds": round(seconds)}
+    print(f"model {run.version} trained on {customers:,} customers x {days} days in {seconds:.0f} s")
+    return {"version": run.version, "customers": customers, "days": days, "seconds": round(seconds)}
 
 
 @dataclass(frozen=True)
@@ -925,6 +925,38 @@ def _verdicts(result: dict[str, Any], rate: int, judge: bool) -> list[tuple[str,
     return out
 
 
+_TITLES = {
+    "get_customer": "GET /customers/{id}",
+    "predict_by_id": "POST /predict by id",
+    "predict_features": "POST /predict, features",
+    "batch_by_id": "POST /predict/batch, 1,000 ids",
+    "batch_features": "POST /predict/batch, 1,000 payloads",
+}
+
+
+def _headline(result: dict[str, Any], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The rows the README's table shows: every judged scenario, against its goal."""
+    rows = []
+    judge = not args.quick
+    for scoring, run in result["runs"].items():
+        for name, r in run["scenarios"].items():
+            if name not in _TITLES:
+                continue
+            if "offered_per_s" in r:
+                metric = f"API {_TITLES[name]} at {args.rate}/s, {scoring} ({args.workers} workers)"
+                value = f"p99 {_ms(r['p99_ms'])}, p50 {_ms(r['p50_ms'])}, {r['errors']} errors"
+                goal = f"p99 < {TARGET_P99_MS:.0f} ms at {TARGET_RATE}/s"
+                met = r["p99_ms"] is not None and r["p99_ms"] < TARGET_P99_MS and r["errors"] == 0
+                met = met and r["achieved_per_s"] >= 0.98 * TARGET_RATE and args.rate >= TARGET_RATE
+            else:
+                metric = f"API {_TITLES[name]}, {scoring}"
+                value = f"max {_ms(r['max_ms'])}, p50 {_ms(r['p50_ms'])} ({r['calls']} calls)"
+                goal = f"< {TARGET_BATCH_MS:.0f} ms"
+                met = r["max_ms"] is not None and r["max_ms"] < TARGET_BATCH_MS and r["errors"] == 0
+            rows.append({"metric": metric, "value": value, "goal": goal, "met": met if judge else None})
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=20_000)
@@ -938,6 +970,8 @@ def main() -> int:
         default=None,
         help="lower offered rates, 10 s each, for the judged scenarios (default 50,100,200,300; --quick 100; '' none)",
     )
+    parser.add_argument("--model-customers", type=int, default=MODEL_CUSTOMERS, help="the model's training run")
+    parser.add_argument("--model-days", type=int, default=MODEL_DAYS)
     parser.add_argument("--workers", type=int, default=API_WORKERS, help="API processes (API_WORKERS)")
     parser.add_argument("--pin", action="store_true", help="API process on CPU 0, load generator on CPU 1")
     parser.add_argument(
@@ -969,7 +1003,9 @@ def main() -> int:
             settings = _settings(rport, root, root / "registry-empty")
             setup = _populate(settings, args.customers, args.days)
             work = _workload(settings, args.customers, int(args.rate * (WARMUP_S + args.seconds)))
-            model = _train_model(root, root / "registry-model") if "model" in scorings else None
+            model = None
+            if "model" in scorings:
+                model = _train_model(root, root / "registry-model", args.model_customers, args.model_days)
             runs: dict[str, Any] = {}
             for scoring in scorings:
                 registry = root / ("registry-model" if scoring == "model" else "registry-empty")
@@ -1028,6 +1064,7 @@ def main() -> int:
         "judged": judge,
         "results": {what.strip(): passed for what, passed, _ in verdicts},
     }
+    result["headline"] = _headline(result, args)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     ok = True
