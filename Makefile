@@ -2,7 +2,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo setup setup-dev test lint unit format clean
+.PHONY: demo setup setup-dev test lint unit format clean bench
 
 demo: setup
 	$(BIN)/equilibrate up
@@ -18,6 +18,10 @@ test: setup-dev lint
 
 unit: setup-dev
 	$(BIN)/pytest -q -m "not integration and not slow"
+
+# The benchmark suite (~15 min): writes bench/results/*.json and the README's benchmark table.
+bench: setup-dev
+	$(BIN)/python bench/run_all.py
 
 lint: setup-dev
 	$(BIN)/ruff check .
