@@ -41,10 +41,15 @@ class _ErrorLogger:
         self.who = who
         self.quiet_s = quiet_s
         self.reported: dict[int, float] = {}
+        self.seen: set[int] = set()  # every error code so far, logged or not
+        self.silent = False  # record only (while the caller turns the errors into one message of its own)
 
     def __call__(self, err: KafkaError) -> None:
         now = time.monotonic()
         code = err.code()
+        self.seen.add(code)
+        if self.silent:
+            return
         if now - self.reported.get(code, -self.quiet_s) >= self.quiet_s:
             self.reported[code] = now
             log.warning("%s: kafka %s", self.who, err.str())
@@ -170,10 +175,11 @@ class ConfluentConsumer:
 class ConfluentAdmin:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        self._errors = _ErrorLogger("admin")
         conf = {
             "bootstrap.servers": settings.kafka_bootstrap_servers,
             "logger": _LIBRDKAFKA_LOG,
-            "error_cb": _ErrorLogger("admin"),
+            "error_cb": self._errors,
             **security_options(settings),
         }
         self._admin = AdminClient(conf)
@@ -183,11 +189,27 @@ class ConfluentAdmin:
             meta = self._admin.list_topics(timeout=5)
         except KafkaException as exc:
             reason = exc.args[0].str() if exc.args and isinstance(exc.args[0], KafkaError) else str(exc)
+            if self._login_refused():
+                st = self._settings
+                raise ServiceUnavailableError(
+                    f"Kafka broker at {st.kafka_bootstrap_servers} refused the SASL login of user "
+                    f"{st.kafka_sasl_username!r} ({st.kafka_sasl_mechanism}): check KAFKA_SASL_USERNAME, "
+                    "KAFKA_SASL_PASSWORD and KAFKA_SASL_MECHANISM"
+                ) from None
             raise ServiceUnavailableError(
                 f"Kafka broker at {self._settings.kafka_bootstrap_servers} does not answer ({reason}): "
                 "run `equilibrate broker` or set KAFKA_BOOTSTRAP_SERVERS"
             ) from None
         return {name: len(t.partitions) for name, t in meta.topics.items() if not name.startswith("__")}
+
+    def _login_refused(self) -> bool:
+        """A SASL failure reaches error_cb, not the exception: serve the callbacks quietly and look."""
+        self._errors.silent = True
+        try:
+            self._admin.poll(0)
+        finally:
+            self._errors.silent = False
+        return KafkaError._AUTHENTICATION in self._errors.seen
 
     def create_topics(self, names: Sequence[str], partitions: int, replication: int) -> list[str]:
         existing = self.list_topics()

@@ -17,6 +17,7 @@ from equilibrate.errors import ServiceUnavailableError
 from equilibrate.kafka.config import group_timeouts, kafka_python_security
 from equilibrate.kafka.transport import OnAssign, OnRevoke, PartitionLag, Record
 from equilibrate.kafka.transport import TopicPartition as TPKey
+from equilibrate.ops.net import port_open
 from equilibrate.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,13 @@ _UNREACHABLE = (KafkaTimeoutError, KafkaConnectionError)
 
 
 def _unavailable(settings: Settings, exc: Exception) -> ServiceUnavailableError:
+    if settings.kafka_security_protocol.startswith("SASL") and port_open(*settings.bootstrap_host_port):
+        # kafka-python reports a refused login as a lost connection: the open port tells them apart.
+        return ServiceUnavailableError(
+            f"Kafka broker at {settings.kafka_bootstrap_servers} accepts connections but the SASL login of user "
+            f"{settings.kafka_sasl_username!r} ({settings.kafka_sasl_mechanism}) did not succeed "
+            f"({type(exc).__name__}): check KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD and KAFKA_SASL_MECHANISM"
+        )
     return ServiceUnavailableError(
         f"Kafka broker at {settings.kafka_bootstrap_servers} does not answer ({type(exc).__name__})"
     )
