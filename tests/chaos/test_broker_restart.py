@@ -15,7 +15,7 @@ a few seconds later. Afterwards:
   idempotent producers: a batch the broker stored but never acknowledged is sent again, and both
   consumers drop the repeat by txn_id into the dead-letter topic.)
 
-Run: `.venv/bin/pytest -q tests/chaos/test_broker_restart.py` (about 40 s).
+Run: `.venv/bin/pytest -q tests/chaos/test_broker_restart.py` (about 20 s).
 """
 
 from __future__ import annotations
