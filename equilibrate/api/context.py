@@ -6,9 +6,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, TypeVar, TypeVarTuple
 
+import anyio
+import anyio.to_thread
 import redis
 from fastapi import Depends, HTTPException, Request, Response, status
 from pydantic import BaseModel
@@ -27,6 +30,12 @@ from equilibrate.risk.rules import RiskRules
 from equilibrate.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
+#: Threads the hot routes' Redis reads and scoring run on, per process. Few on purpose: the work is
+#: CPU-bound under the GIL, and with FastAPI's 40 threads a burst had dozens of handlers taking the
+#: GIL from each other (CPU per request doubled under load).
+HANDLER_THREADS = 2
 DEV_KEY = ApiKey("dev", "development", ("read", "write"), "", "")
 
 
@@ -81,6 +90,13 @@ class Services:
     by_key: RateLimiter
     by_ip: RateLimiter
     metrics: RequestMetrics = field(default_factory=RequestMetrics)
+    limiter: anyio.CapacityLimiter | None = None  # made by the first `run`, inside the event loop
+
+    async def run(self, fn: Callable[[*Ts], T], *args: *Ts) -> T:
+        """`fn(*args)` on one of HANDLER_THREADS threads, off the event loop."""
+        if self.limiter is None:
+            self.limiter = anyio.CapacityLimiter(HANDLER_THREADS)
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self.limiter)
 
 
 # The dependencies are `async def` although they do no I/O: FastAPI runs a plain `def` dependency

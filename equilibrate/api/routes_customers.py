@@ -6,7 +6,6 @@ import base64
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
-from starlette.concurrency import run_in_threadpool
 
 from equilibrate.alert.cases import CaseStore
 from equilibrate.api.context import READ, Services, json_body, services
@@ -25,7 +24,7 @@ MAX_PAGE = 500
 @router.get("/customers/{customer_id}", response_model=CustomerView, dependencies=READ)
 async def customer(customer_id: CustomerId, svc: Svc) -> Response:
     """The customer's attributes, live features and risk, and their open case."""
-    return json_body(await run_in_threadpool(_customer_view, svc, customer_id))
+    return json_body(await svc.run(_customer_view, svc, customer_id))
 
 
 def _customer_view(svc: Services, customer_id: str) -> CustomerView:

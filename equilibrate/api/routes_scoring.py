@@ -11,7 +11,6 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 from fastapi import APIRouter, Depends, HTTPException, Response, status
-from starlette.concurrency import run_in_threadpool
 
 from equilibrate.api.context import READ, Services, json_body, services
 from equilibrate.api.schemas import BatchRequest, BatchResponse, CustomerId, Prediction, PredictRequest
@@ -83,7 +82,7 @@ def score(svc: Services, items: Sequence[PredictRequest]) -> list[Prediction]:
 @router.post("/predict", response_model=Prediction, dependencies=READ)
 async def predict(body: PredictRequest, svc: Svc) -> Response:
     """Score one customer from a feature payload, or by id from the live features in Redis."""
-    found = await run_in_threadpool(score, svc, [body])
+    found = await svc.run(score, svc, [body])
     return json_body(found[0])
 
 
@@ -95,7 +94,7 @@ async def predict_batch(body: BatchRequest, svc: Svc) -> Response:
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"at most {svc.settings.api_max_batch} items per batch, got {len(body.items)}",
         )
-    predictions = await run_in_threadpool(score, svc, body.items)
+    predictions = await svc.run(score, svc, body.items)
     return json_body(BatchResponse(predictions=predictions, model_version=predictions[0].model_version))
 
 
@@ -110,4 +109,4 @@ def _explained(svc: Services, customer_id: str) -> dict[str, Any]:
 @router.get("/explain/{customer_id}", dependencies=READ)
 async def explain(customer_id: CustomerId, svc: Svc) -> dict[str, Any]:
     """Everything behind the customer's latest score: rule points, hardship rules fired, SHAP reason codes."""
-    return await run_in_threadpool(_explained, svc, customer_id)
+    return await svc.run(_explained, svc, customer_id)
