@@ -4,8 +4,8 @@
                                         [--step-seconds 8] [--max-seconds 6] [--max-backlog 150000]
                                         [--drain-seconds 10] [--clients confluent,kafka-python] [--quick] [--out PATH]
 
-Wall-time budget: the default (suite) run takes at most 4 minutes on the 2-core machine (2.5 to 3
-minutes measured; every wait is bounded so that even a ladder that never keeps up stays inside it).
+Wall-time budget: the default (suite) run takes at most 4 minutes on the 2-core machine (136 to 142 s
+measured; every wait is bounded so that even a ladder that never keeps up stays inside it).
 `--quick` (2,000 customers, two 4 s steps, about a minute) is a smoke run written to the temp
 directory so it never replaces the recorded numbers. Writes bench/results/e2e.json.
 
