@@ -1,7 +1,8 @@
 """What the console reads from files: the history snapshots, the archive, the audit log, the model.
 
-Each reader bounds its work (the newest N history files, the last N days of the archive) so a page
-stays fast however long the system has run.
+Each reader bounds its work (the newest N history days, the last N days of the archive) so a page
+stays fast however long the system has run; history charts read the snapshotter's per-pass index
+(storage/snapshot_index.py), never every customer's rows, so they stay fast however many customers.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pyarrow.csv as pacsv
 from equilibrate.alert.audit import COLUMNS
 from equilibrate.alert.audit_log import AuditLog
 from equilibrate.model import registry
+from equilibrate.storage import history, snapshot_index
 from equilibrate.storage.archive_store import ArchiveStore
 from equilibrate.storage.history import CURRENT_NAME, ROTATED_PREFIX
 
@@ -56,22 +58,67 @@ def _read_history(files: Sequence[Path], columns: Sequence[str]) -> pa.Table:
     return pa.concat_tables(tables, promote_options="permissive")
 
 
+def _rotated_day(path: Path) -> str | None:
+    """The event day in a rotated file's name (customer_history-YYYY-MM-DD[.n].csv); None otherwise."""
+    name = path.name
+    if not name.startswith(ROTATED_PREFIX):
+        return None
+    try:
+        return history.day_of(name.removeprefix(ROTATED_PREFIX))
+    except ValueError:
+        return None
+
+
+def _window(data_dir: Path, limit: int) -> tuple[list[str], list[Path]]:
+    """The newest `limit` days: the indexed ones, and history files of days before the index began.
+
+    Passes are indexed as they end (storage/snapshot_index.py); files written before that are read
+    whole, as they always were, until they leave the window. With no index at all, every one of the
+    newest `limit` files is.
+    """
+    indexed = snapshot_index.days(data_dir)
+    files = history_files(data_dir, limit)
+    if not indexed:
+        return [], files
+    legacy = [(day, f) for f in files if (day := _rotated_day(f)) is not None and day < indexed[0]]
+    keep = sorted({*indexed, *(day for day, _ in legacy)})[-limit:]
+    return [d for d in indexed if d in keep], [f for day, f in legacy if day in keep]
+
+
 def levels_over_time(data_dir: Path, limit: int = HISTORY_FILES) -> pd.DataFrame:
-    """Customers per risk level at each snapshot (event time)."""
-    table = _read_history(history_files(data_dir, limit), ("snapshot_at", "risk_level"))
-    if not table.num_rows:
+    """Customers per risk level at each snapshot (event time): the passes' counts, not their rows."""
+    days, legacy = _window(data_dir, limit)
+    rows = [
+        {"snapshot_at": entry["snapshot_at"], "risk_level": level, "customers": int(n)}
+        for entry in snapshot_index.level_counts(data_dir, days)
+        for level, n in entry["levels"].items()
+    ]
+    frames = [pd.DataFrame(rows, columns=["snapshot_at", "risk_level", "customers"])]
+    if legacy:
+        table = _read_history(legacy, ("snapshot_at", "risk_level"))
+        if table.num_rows:
+            counts = table.group_by(["snapshot_at", "risk_level"]).aggregate([("risk_level", "count")]).to_pandas()
+            frames.insert(0, counts.rename(columns={"risk_level_count": "customers"}))
+    counts = pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
+    if counts.empty:
         return pd.DataFrame(columns=["snapshot_at", "risk_level", "customers"])
-    counts = table.group_by(["snapshot_at", "risk_level"]).aggregate([("risk_level", "count")]).to_pandas()
-    counts = counts.rename(columns={"risk_level_count": "customers"})
+    counts["customers"] = counts["customers"].astype("int64")
     counts["snapshot_at"] = pd.to_datetime(counts["snapshot_at"], utc=True)
-    return counts.sort_values("snapshot_at")
+    return counts.sort_values("snapshot_at", kind="stable")
 
 
 def score_history(data_dir: Path, customer_id: str, limit: int = HISTORY_FILES) -> pd.DataFrame:
-    table = _read_history(history_files(data_dir, limit), ("snapshot_at", "customer_id", "risk_score", "risk_level"))
-    if not table.num_rows:
+    """One customer's score at each snapshot: a row group of each pass's score file, not every row."""
+    days, legacy = _window(data_dir, limit)
+    columns = ("snapshot_at", "customer_id", "risk_score", "risk_level")
+    parts = [snapshot_index.customer_scores(data_dir, customer_id, days)] if days else []
+    if legacy:
+        table = _read_history(legacy, columns)
+        parts.insert(0, table.filter(pc.equal(table.column("customer_id"), customer_id)))
+    parts = [t for t in parts if t.num_rows]
+    if not parts:
         return pd.DataFrame(columns=["snapshot_at", "risk_score", "risk_level"])
-    mine = table.filter(pc.equal(table.column("customer_id"), customer_id)).to_pandas()
+    mine = pa.concat_tables(parts, promote_options="permissive").to_pandas()
     mine["snapshot_at"] = pd.to_datetime(mine["snapshot_at"], utc=True)
     return mine.drop(columns=["customer_id"]).sort_values("snapshot_at")
 

@@ -10,6 +10,10 @@ would repeat the same rows under the same stamp.
 Order of a cycle: append the rows and flush, then save the checkpoint (history.Checkpoint). After a
 crash, bytes past the checkpoint are cut off and the pass resumes from the saved cursor, so a
 restart writes no row twice and leaves no pass half done. The end of a pass fsyncs both files.
+
+When a pass ends it is also indexed (storage/snapshot_index.py: its counts per level and hardship,
+its scores sorted by customer), so the console draws levels over time and one customer's score
+history without reading every customer's rows.
 """
 
 from __future__ import annotations
@@ -23,13 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
+import pyarrow as pa
 import redis
 
 from equilibrate.features.store import profile_key, watermark_ms
 from equilibrate.ops.heartbeat import Heartbeat
 from equilibrate.ops.stopping import StopFlag
 from equilibrate.settings import Settings
-from equilibrate.storage import history
+from equilibrate.storage import history, snapshot_index
 from equilibrate.storage.customer_registry import KNOWN_CUSTOMERS_KEY
 from equilibrate.storage.redis_client import connect, wait_for_redis
 
@@ -49,11 +54,13 @@ class HistoryWriter:
         self.state_file = history.state_path(data_dir)
         self.cp = history.Checkpoint()
         self.header_ok = True  # the current file is absent, empty, or starts with today's COLUMNS
+        self.pass_start: int | None = None  # where this pass's rows begin (None after a restart)
         self._fh: BinaryIO | None = None
 
     def recover(self) -> history.Checkpoint:
         """Reconcile the file with its checkpoint after a stop or a crash."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.pass_start = None
         if not self.path.exists():
             self.cp = history.Checkpoint()
             self.header_ok = True
@@ -103,6 +110,7 @@ class HistoryWriter:
         self.header_ok = True
         self.cp = history.Checkpoint(day=day, snapshot_at=stamp, done=False)
         self.append([], 0, [])
+        self.pass_start = self.cp.size
         return rotated
 
     def _rotate(self, day: str) -> Path:
@@ -130,10 +138,16 @@ class HistoryWriter:
         self._save(sync=False)
 
     def finish(self) -> None:
-        """The pass has covered every customer: make it durable."""
+        """The pass has covered every customer: make it durable, then index it (snapshot_index)."""
         fh = self._open()
         fh.flush()
         os.fsync(fh.fileno())
+        if self.cp.snapshot_at is not None:
+            # Before the checkpoint says done: a crash in between indexes the pass again on restart.
+            try:
+                snapshot_index.write_pass(self.data_dir, self.path, self.cp.snapshot_at, self.pass_start)
+            except pa.ArrowException:  # the CSV is the record; a pass the index lacks is a gap in charts
+                log.exception("%s: the pass at %s could not be indexed", self.path, self.cp.snapshot_at)
         self.cp.done, self.cp.cursor, self.cp.pending, self.cp.size = True, 0, [], fh.tell()
         self._save(sync=True)
         self.close()

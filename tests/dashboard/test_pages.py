@@ -123,3 +123,23 @@ def test_a_redis_that_does_not_answer_is_a_banner_not_a_crash(bank: Bank, monkey
         monkeypatch.undo()
         st.cache_resource.clear()
     assert bank.redis.ping()
+
+
+def test_the_portfolio_counts_hardship_by_level_once_per_ttl(bank: Bank, monkeypatch: pytest.MonkeyPatch) -> None:
+    import redis
+    import streamlit as st
+
+    st.cache_data.clear()
+    calls: list[int] = []
+    real = redis.client.Pipeline.sintercard
+
+    def counted(self: redis.client.Pipeline, *args: object, **kwargs: object) -> object:
+        calls.append(1)
+        return real(self, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(redis.client.Pipeline, "sintercard", counted)
+    at = open_page("portfolio")
+    first = len(calls)
+    at.run()  # a live refresh within the TTL
+    assert not at.exception
+    assert first >= 20 and len(calls) == first  # the home page it opens from counts a few too

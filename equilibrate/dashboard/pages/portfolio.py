@@ -24,6 +24,12 @@ def hardship_by_level(client: redis.Redis) -> pd.DataFrame:
     )
 
 
+@st.cache_data(ttl=15, show_spinner=False)
+def _hardship_by_level(redis_url: str, _client: redis.Redis) -> pd.DataFrame:
+    """hardship_by_level, cached briefly per Redis: a live refresh does not pay 20 SINTERCARDs each time."""
+    return hardship_by_level(_client)
+
+
 @st.cache_data(ttl=60, show_spinner=False)
 def _levels_over_time(data_dir: str) -> pd.DataFrame:
     from pathlib import Path
@@ -38,7 +44,7 @@ def main() -> None:
     s = common.settings()
 
     st.subheader("Hardship type by risk level")
-    grid = common.guarded("Hardship by level", lambda: hardship_by_level(client))
+    grid = common.guarded("Hardship by level", lambda: _hardship_by_level(s.redis_url, client))
     grid = grid[grid["customers"] > 0]
     if grid.empty:
         st.info("No scored customers yet.")
