@@ -659,13 +659,11 @@ async def _in_process(settings: Settings, work: Workload, with_customers: bool) 
     import anyio.to_thread
     import httpx
 
-    from equilibrate.alert.cases import CaseStore
+    from equilibrate.alert.cases import open_key
     from equilibrate.api import routes_customers, routes_scoring
     from equilibrate.api.app import create_app
     from equilibrate.api.context import Services
     from equilibrate.api.schemas import BatchRequest, BatchResponse, PredictRequest
-    from equilibrate.dashboard import queries
-    from equilibrate.features import store as feature_store
     from equilibrate.risk.assess import assess
 
     app = create_app(
@@ -683,42 +681,50 @@ async def _in_process(settings: Settings, work: Workload, with_customers: bool) 
             as_of = np.array([int(time.time() * 1000)], dtype=np.int64)
             return assess([ids[n]], columns, as_of, svc.rules, svc.policy, model=model)
 
+        async def customer_reads(n: int) -> tuple[Any, Any]:
+            async with svc.aredis.pipeline(transaction=False) as pipe:
+                pipe.hgetall(customer_registry.profile_key(ids[n]))
+                pipe.get(open_key(ids[n]))
+                raw, case = await pipe.execute()
+            return raw, case
+
         if with_customers:
-            steps["customer.redis_profile_and_reasons"] = _timed(
-                n_calls, lambda n: queries.customer_detail(svc.redis, ids[n])
-            )
-            steps["customer.redis_open_case"] = _timed(n_calls, lambda n: CaseStore(svc.redis).open_case(ids[n]))
-            steps["customer.handler_total"] = _timed(n_calls, lambda n: routes_customers._customer_view(svc, ids[n]))
-            view = routes_customers._customer_view(svc, ids[0])
+            steps["customer.redis_reads"] = await _timed_async(n_calls, customer_reads)
+            raw, case = await customer_reads(0)
+            steps["customer.build_view"] = _timed(n_calls, lambda n: routes_customers.customer_view(ids[0], raw, case))
+            view = routes_customers.customer_view(ids[0], raw, case)
             steps["customer.response_json"] = _timed(n_calls, lambda n: view.model_dump_json())
-        steps["predict.redis_live_features"] = _timed(n_calls, lambda n: routes_scoring._live_features(svc, [ids[n]]))
-        steps["predict.redis_watermark"] = _timed(n_calls, lambda n: feature_store.watermark_ms(svc.redis))
+        steps["predict.redis_reads"] = await _timed_async(n_calls, lambda n: routes_scoring.read_live(svc, [ids[n]]))
         steps["predict.assess_one"] = _timed(n_calls, lambda n: one_assess(n, feats[n % len(feats)]))
         req_id = [PredictRequest(customer_id=cid) for cid in ids[:n_calls]]
         req_f = [PredictRequest(features=f) for f in feats[:n_calls]]
         steps["predict.request_validate_features"] = _timed(
             n_calls, lambda n: PredictRequest.model_validate_json(orjson.dumps({"features": feats[n % len(feats)]}))
         )
-        steps["predict.handler_total_by_id"] = _timed(n_calls, lambda n: routes_scoring.score(svc, [req_id[n]]))
-        steps["predict.handler_total_features"] = _timed(n_calls, lambda n: routes_scoring.score(svc, [req_f[n]]))
-        pred = routes_scoring.score(svc, [req_id[0]])[0]
+        lives = [await routes_scoring.read_live(svc, [ids[n]]) for n in range(n_calls)]
+        no_ids = await routes_scoring.read_live(svc, [])
+        steps["predict.score_by_id"] = _timed(n_calls, lambda n: routes_scoring.score(svc, [req_id[n]], lives[n]))
+        steps["predict.score_features"] = _timed(n_calls, lambda n: routes_scoring.score(svc, [req_f[n]], no_ids))
+        pred = routes_scoring.score(svc, [req_id[0]], lives[0])[0]
         steps["predict.response_json"] = _timed(n_calls, lambda n: pred.model_dump_json())
         big = [PredictRequest(customer_id=ids[k % len(ids)]) for k in range(BATCH)]
         big_f = [PredictRequest(features=feats[k % len(feats)]) for k in range(BATCH)]
-        steps["batch.redis_live_features_1000"] = _timed(20, lambda n: routes_scoring._live_features(svc, ids[:BATCH]))
-        rows = routes_scoring._live_features(svc, ids[:BATCH])
+        big_ids = [ids[k % len(ids)] for k in range(BATCH)]
+        steps["batch.redis_reads_1000"] = await _timed_async(20, lambda n: routes_scoring.read_live(svc, big_ids))
+        live = await routes_scoring.read_live(svc, big_ids)
+        rows = routes_scoring.live_matrix(big_ids, live.rows)
         cols = {f: rows[:, j] for j, f in enumerate(FEATURES)}
         as_of = np.full(len(rows), int(time.time() * 1000), dtype=np.int64)
         steps["batch.assess_1000"] = _timed(
-            20, lambda n: assess(ids[:BATCH], cols, as_of, svc.rules, svc.policy, model=model)
+            20, lambda n: assess(big_ids, cols, as_of, svc.rules, svc.policy, model=model)
         )
-        steps["batch.handler_total_by_id"] = _timed(20, lambda n: routes_scoring.score(svc, big))
-        steps["batch.handler_total_features"] = _timed(20, lambda n: routes_scoring.score(svc, big_f))
+        steps["batch.score_1000_by_id"] = _timed(20, lambda n: routes_scoring.score(svc, big, live))
+        steps["batch.score_1000_features"] = _timed(20, lambda n: routes_scoring.score(svc, big_f, no_ids))
         batch_body = orjson.dumps({"items": [{"features": f} for f in (feats * (BATCH // len(feats) + 1))[:BATCH]]})
         steps["batch.request_validate_features_1000"] = _timed(
             20, lambda n: BatchRequest.model_validate_json(batch_body)
         )
-        answer = BatchResponse(predictions=routes_scoring.score(svc, big), model_version=pred.model_version)
+        answer = BatchResponse(predictions=routes_scoring.score(svc, big, live), model_version=pred.model_version)
         steps["batch.response_json_1000"] = _timed(20, lambda n: answer.model_dump_json())
 
         # The whole app, no sockets; sync dependencies, handlers and response validation each take a

@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import redis
+import redis.asyncio as aioredis
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -103,9 +104,13 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = connect(settings, check=False)
         policy = load_policy(settings.policy_file)
+        async_client = aioredis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=3, socket_timeout=30, health_check_interval=30
+        )
         app.state.services = Services(
             settings=settings,
             redis=client,
+            aredis=async_client,
             keys=keys,
             rules=load_rules(settings.risk_rules_file),
             policy=policy,
@@ -131,6 +136,7 @@ def create_app(settings: Settings) -> FastAPI:
                 with contextlib.suppress(redis.RedisError):
                     workers.forget(client)
             client.close()
+            await async_client.aclose()
 
     app = FastAPI(
         title="Equilibrate API",

@@ -13,6 +13,7 @@ from typing import Annotated, TypeVar, TypeVarTuple
 import anyio
 import anyio.to_thread
 import redis
+import redis.asyncio as aioredis
 from fastapi import Depends, HTTPException, Request, Response, status
 from pydantic import BaseModel
 
@@ -80,6 +81,7 @@ class ModelHolder:
 class Services:
     settings: Settings
     redis: redis.Redis
+    aredis: aioredis.Redis  # the hot routes' reads, on the event loop
     keys: KeyStore | None
     rules: RiskRules
     policy: Policy

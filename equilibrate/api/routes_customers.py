@@ -7,7 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Response, status
 
-from equilibrate.alert.cases import CaseStore
+from equilibrate.alert.cases import open_key
 from equilibrate.api.context import READ, Services, json_body, services
 from equilibrate.api.schemas import CustomerId, CustomerView, Level, QueueItem, QueueResponse, Transactions
 from equilibrate.dashboard import queries
@@ -15,6 +15,7 @@ from equilibrate.dashboard.files import TRANSACTION_COLUMNS
 from equilibrate.features.compute import FEATURES
 from equilibrate.risk.keys import HARDSHIP_TYPES, RISK_FIELDS
 from equilibrate.storage.archive_store import ArchiveStore
+from equilibrate.storage.customer_registry import profile_key
 
 router = APIRouter(tags=["customers"])
 Svc = Annotated[Services, Depends(services)]
@@ -24,14 +25,18 @@ MAX_PAGE = 500
 @router.get("/customers/{customer_id}", response_model=CustomerView, dependencies=READ)
 async def customer(customer_id: CustomerId, svc: Svc) -> Response:
     """The customer's attributes, live features and risk, and their open case."""
-    return json_body(await svc.run(_customer_view, svc, customer_id))
-
-
-def _customer_view(svc: Services, customer_id: str) -> CustomerView:
-    detail = queries.customer_detail(svc.redis, customer_id)
-    if detail is None:
+    async with svc.aredis.pipeline(transaction=False) as pipe:  # one round trip, the loop never waits
+        pipe.hgetall(profile_key(customer_id))
+        pipe.get(open_key(customer_id))
+        raw, case_id = await pipe.execute()
+    if not raw:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no customer {customer_id}")
-    p = detail.profile
+    return json_body(customer_view(customer_id, raw, case_id))
+
+
+def customer_view(customer_id: str, raw: dict[bytes, bytes], case_id: bytes | None) -> CustomerView:
+    """The profile hash split into attributes, features and risk (pure)."""
+    p = {k.decode(): v.decode() for k, v in raw.items()}
     features = {k: p[k] for k in FEATURES if k in p}
     risk = {k: p[k] for k in RISK_FIELDS if k in p}
     attributes = {k: v for k, v in p.items() if k not in features and k not in risk}
@@ -40,7 +45,7 @@ def _customer_view(svc: Services, customer_id: str) -> CustomerView:
         attributes=attributes,
         features=features,
         risk=risk,
-        open_case=CaseStore(svc.redis).open_case(customer_id),
+        open_case=None if case_id is None else case_id.decode(),
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import operator
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, cast
 
 import numpy as np
@@ -28,13 +29,28 @@ Svc = Annotated[Services, Depends(services)]
 _ROW = operator.itemgetter(*FEATURES)
 
 
-def _live_features(svc: Services, customer_ids: Sequence[str]) -> F64:
-    """The customers' live features as rows (in FEATURES order), read in one pipeline; 404 for a
-    customer the feature engine has not seen. A missing or empty field reads 0."""
-    with svc.redis.pipeline(transaction=False) as pipe:
+@dataclass(frozen=True)
+class LiveReads:
+    """What scoring by id reads from Redis: each customer's live features (HMGET values, in FEATURES
+    order) and the stream watermark (every partition's newest event time)."""
+
+    rows: list[list[bytes | None]]
+    marks: list[bytes]
+
+
+async def read_live(svc: Services, customer_ids: Sequence[str]) -> LiveReads:
+    """One pipelined round trip on the API's asyncio Redis client (the event loop never waits on Redis)."""
+    async with svc.aredis.pipeline(transaction=False) as pipe:
         for cid in customer_ids:
             pipe.hmget(profile_key(cid), list(FEATURES))
-        rows: list[list[bytes | None]] = pipe.execute()
+        pipe.hvals(feature_store.WATERMARK_KEY)
+        *rows, marks = await pipe.execute()
+    return LiveReads(rows, marks)
+
+
+def live_matrix(customer_ids: Sequence[str], rows: Sequence[Sequence[bytes | None]]) -> F64:
+    """The customers' live features as rows (FEATURES order); 404 for a customer the feature engine
+    has not seen. A missing or empty field reads 0."""
     for cid, values in zip(customer_ids, rows, strict=True):
         if not any(values):
             raise HTTPException(
@@ -46,17 +62,18 @@ def _live_features(svc: Services, customer_ids: Sequence[str]) -> F64:
     return matrix
 
 
-def score(svc: Services, items: Sequence[PredictRequest]) -> list[Prediction]:
-    """Every item at once: live features read in one pipeline, one assess() over the batch."""
+def score(svc: Services, items: Sequence[PredictRequest], live: LiveReads) -> list[Prediction]:
+    """Every item at once, from its payload or its live features (`live`, read by `read_live` for the
+    items given by id, in order): one assess() over the batch. CPU only, no I/O."""
     matrix = np.empty((len(items), len(FEATURES)), dtype=np.float64)
-    live = [n for n, i in enumerate(items) if i.features is None]
-    if live:
-        matrix[live] = _live_features(svc, [cast(str, items[n].customer_id) for n in live])
+    by_id = [n for n, i in enumerate(items) if i.features is None]
+    if by_id:
+        matrix[by_id] = live_matrix([cast(str, items[n].customer_id) for n in by_id], live.rows)
     given = [n for n, i in enumerate(items) if i.features is not None]
     if given:
         matrix[given] = [_ROW(cast(dict[str, float], items[n].features)) for n in given]
     columns = {f: matrix[:, j] for j, f in enumerate(FEATURES)}
-    mark = feature_store.watermark_ms(svc.redis)
+    mark = max((int(v) for v in live.marks), default=None)
     as_of = np.full(len(items), mark if mark is not None else int(time.time() * 1000), dtype=np.int64)
     ids = [i.customer_id or "" for i in items]
     a = assess(ids, columns, as_of, svc.rules, svc.policy, model=svc.models.current())
@@ -75,15 +92,20 @@ def score(svc: Services, items: Sequence[PredictRequest]) -> list[Prediction]:
     ]
 
 
-# The routes are `async def` and hand their Redis reads and scoring to the threadpool in one trip
-# (a `def` route made five: its own, the dependencies' and FastAPI's check of its result).
+async def _live(svc: Services, items: Sequence[PredictRequest]) -> LiveReads:
+    return await read_live(svc, [cast(str, i.customer_id) for i in items if i.features is None])
+
+
+# Redis is read on the event loop with the asyncio client; one customer's scoring (about a
+# millisecond of CPU) runs on the loop too: handing it to a thread cost more than the work under
+# load (threads taking the GIL from each other and from the loop). A batch's scoring (tens of
+# milliseconds) goes to a thread so that it does not hold up the other requests.
 
 
 @router.post("/predict", response_model=Prediction, dependencies=READ)
 async def predict(body: PredictRequest, svc: Svc) -> Response:
     """Score one customer from a feature payload, or by id from the live features in Redis."""
-    found = await svc.run(score, svc, [body])
-    return json_body(found[0])
+    return json_body(score(svc, [body], await _live(svc, [body]))[0])
 
 
 @router.post("/predict/batch", response_model=BatchResponse, dependencies=READ)
@@ -94,19 +116,15 @@ async def predict_batch(body: BatchRequest, svc: Svc) -> Response:
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"at most {svc.settings.api_max_batch} items per batch, got {len(body.items)}",
         )
-    predictions = await svc.run(score, svc, body.items)
+    predictions = await svc.run(score, svc, body.items, await _live(svc, body.items))
     return json_body(BatchResponse(predictions=predictions, model_version=predictions[0].model_version))
-
-
-def _explained(svc: Services, customer_id: str) -> dict[str, Any]:
-    raw = svc.redis.get(reasons_key(customer_id))
-    if raw is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"customer {customer_id} has not been scored")
-    explained: dict[str, Any] = orjson.loads(cast(bytes, raw))
-    return explained
 
 
 @router.get("/explain/{customer_id}", dependencies=READ)
 async def explain(customer_id: CustomerId, svc: Svc) -> dict[str, Any]:
     """Everything behind the customer's latest score: rule points, hardship rules fired, SHAP reason codes."""
-    return await svc.run(_explained, svc, customer_id)
+    raw = await svc.aredis.get(reasons_key(customer_id))
+    if raw is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"customer {customer_id} has not been scored")
+    explained: dict[str, Any] = orjson.loads(cast(bytes, raw))
+    return explained
