@@ -104,6 +104,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = connect(settings, check=False)
         policy = load_policy(settings.policy_file)
+        rules = load_rules(settings.risk_rules_file)
         async_client = aioredis.Redis.from_url(
             settings.redis_url, socket_connect_timeout=3, socket_timeout=30, health_check_interval=30
         )
@@ -112,7 +113,7 @@ def create_app(settings: Settings) -> FastAPI:
             redis=client,
             aredis=async_client,
             keys=keys,
-            rules=load_rules(settings.risk_rules_file),
+            rules=rules,
             policy=policy,
             models=ModelHolder(settings),
             audit_log=AuditLog(settings.data_dir),
@@ -120,6 +121,7 @@ def create_app(settings: Settings) -> FastAPI:
             actions=CaseActions(client),
             by_key=RateLimiter(settings.api_rate_per_key, settings.api_rate_burst),
             by_ip=RateLimiter(settings.api_rate_per_ip, settings.api_rate_burst),
+            rules_version=rules.version,
         )
         mode = "keys required" if keys is not None else "development: no key store, every caller may read and write"
         log.info("API %s on /api/v1 (%s)", settings.api_mode, mode)

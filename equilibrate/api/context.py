@@ -91,6 +91,7 @@ class Services:
     actions: CaseActions
     by_key: RateLimiter
     by_ip: RateLimiter
+    rules_version: str
     metrics: RequestMetrics = field(default_factory=RequestMetrics)
     limiter: anyio.CapacityLimiter | None = None  # made by the first `run`, inside the event loop
 

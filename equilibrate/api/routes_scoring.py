@@ -76,7 +76,7 @@ def score(svc: Services, items: Sequence[PredictRequest], live: LiveReads) -> li
     mark = max((int(v) for v in live.marks), default=None)
     as_of = np.full(len(items), mark if mark is not None else int(time.time() * 1000), dtype=np.int64)
     ids = [i.customer_id or "" for i in items]
-    a = assess(ids, columns, as_of, svc.rules, svc.policy, model=svc.models.current())
+    a = assess(ids, columns, as_of, svc.rules, svc.policy, model=svc.models.current(), rules_version=svc.rules_version)
     return [
         Prediction(
             customer_id=items[n].customer_id,

@@ -146,11 +146,14 @@ def assess(
     policy: Policy,
     *,
     model: Model | None = None,
+    rules_version: str | None = None,
 ) -> Assessment:
     """Score, level, hardship type and the policy's action for every customer at once.
 
     With a model, its calibrated probability (x 100) is the risk score and decides the level
     (rules.model_levels), and its SHAP values give the reasons; the rule score stays beside it.
+    `rules_version`: `rules.version` when the caller has it already (a digest of the rules' JSON,
+    ~50 us: a cost for one customer at a time).
     """
     table = score_table(features, rules)
     hardship = hardship_table(features, rules)
@@ -158,7 +161,7 @@ def assess(
     if model is None:
         risk = table.score.astype(np.float64) * 10.0
         levels = [table.level_name(i) for i in range(len(table))]
-        version = rules.version
+        version = rules_version or rules.version
     else:
         x = model.matrix(dict(features))
         probs, shap = model.score(x)

@@ -57,12 +57,13 @@ class _Clean:
     """The features as finite float64 columns (NaN 0, infinities the largest finite value), each
     column converted once per table: the rules read some features many times."""
 
-    __slots__ = ("features", "n", "seen")
+    __slots__ = ("always", "features", "n", "seen")
 
     def __init__(self, features: Columns) -> None:
         self.features = features
         self.n = len(next(iter(features.values()))) if features else 0
         self.seen: dict[str, F64] = {}
+        self.always: Mask | None = None
 
     def __call__(self, name: str) -> F64:
         found = self.seen.get(name)
@@ -79,8 +80,14 @@ class _Clean:
 
 
 def _holds(column: _Clean, group: Sequence[Condition]) -> Mask:
-    mask = np.ones(column.n, dtype=np.bool_)
-    for feature, op, value in group:
+    """Where every condition of `group` holds (read-only: an empty group shares one all-true mask)."""
+    if not group:
+        if column.always is None:
+            column.always = np.ones(column.n, dtype=np.bool_)
+        return column.always
+    feature, op, value = group[0]
+    mask = _OPS[op](column(feature), value)
+    for feature, op, value in group[1:]:
         mask &= _OPS[op](column(feature), value)
     return mask
 
@@ -144,6 +151,12 @@ def score_table(features: Columns, rules: RiskRules) -> ScoreTable:
             raw.append(_component_points(component, value, _holds(column, component.when)))
             components.append((name, component))
             values.append(value)
+        total = raw[0].copy()
+        for more in raw[1:]:
+            total += more
+        if (total <= signal.max_points).all():  # nobody over the cap (most calls): points as they are
+            points.extend(raw)
+            continue
         # Within the cap, the most severe components keep their points (stable: file order on ties).
         pts = np.stack(raw, axis=1)
         order = np.argsort(-pts, axis=1, kind="stable")
