@@ -41,7 +41,9 @@ reach on 2 cores in the budget):
   copied hash and state: the features' share is what `write_rebuilt` added per base customer
   (a clone is a byte copy), the rest is the registry's.
 - The customer history CSV holds `--snapshots` passes at every size; above the first, each row is
-  the base customer's real snapshot row under the clone's id (a clone scores exactly as its base).
+  the base customer's real snapshot row under the clone's id (a clone scores exactly as its base),
+  and the snapshotter's per-pass index (what the console reads) is rebuilt from it with
+  `snapshot_index.build`.
 - The Parquet archive stays at the base population (1M x 90 days would be ~1.5 billion rows):
   the customer page is timed on the highest-scored base customer, whose transactions are there.
 - Cases (`--cases`) are proposed and the audit log written once, at the first size.
@@ -59,6 +61,7 @@ import multiprocessing
 import os
 import random
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -105,7 +108,7 @@ from equilibrate.risk.keys import LEVELS_KEY, QUEUE_KEY
 from equilibrate.settings import Settings
 from equilibrate.sources.customers import Customer, customer_id, generate_customers
 from equilibrate.sources.direct_archive import simulate_into_archive
-from equilibrate.storage import customer_registry, history, resp
+from equilibrate.storage import customer_registry, history, resp, snapshot_index
 from equilibrate.storage.customer_registry import (
     INDEXED,
     KNOWN_CUSTOMERS_KEY,
@@ -581,6 +584,12 @@ def one_size(b: Bench, prev: int, size: int) -> dict[str, Any]:
         extra |= {"snapshot_passes_s": round(snap_s, 1), "cases": len(cases), "audit_rows": audit_rows}
     else:
         history_rows = write_history(settings.data_dir, b.passes, base.ids, size)
+        # the console reads history through the snapshotter's per-pass index: rebuild it for the
+        # cloned passes as the snapshotter would have written it (`snapshot_index.build`)
+        t_index = time.perf_counter()
+        shutil.rmtree(settings.data_dir / snapshot_index.INDEX_DIR, ignore_errors=True)
+        extra["history_index_passes"] = snapshot_index.build(settings.data_dir)
+        extra["history_index_s"] = round(time.perf_counter() - t_index, 1)
     history_mb = history.current_path(settings.data_dir).stat().st_size / 2**20
     extra |= {
         "history_rows": history_rows,
