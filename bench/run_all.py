@@ -58,7 +58,7 @@ SUITE = (
         "api",
         "API at 500 requests/s, batches of 1,000",
         ("--customers", "5000", "--seconds", "15", "--sweep", "", "--model-customers", "2000", "--model-days", "180"),
-        150,
+        270,
     ),
 )
 

@@ -73,6 +73,10 @@ class ModelHolder:
             )
             return
         if model.card.get("kind") == "pipeline":
+            # One thread per prediction: the API scores a customer or a batch per request, and runs a
+            # process per core (API_WORKERS); XGBoost's default team of every core made each small
+            # prediction spin up and wait for threads the other workers needed.
+            model.booster.set_param({"nthread": 1})
             self.model = model
             log.info("API scores with model %s", version)
 

@@ -38,14 +38,33 @@ class LiveReads:
     marks: list[bytes]
 
 
+def _queue_reads(pipe: Any, customer_ids: Sequence[str]) -> None:
+    """The reads of `read_live`, onto a sync or an asyncio pipeline."""
+    for cid in customer_ids:
+        pipe.hmget(profile_key(cid), list(FEATURES))
+    pipe.hvals(feature_store.WATERMARK_KEY)
+
+
 async def read_live(svc: Services, customer_ids: Sequence[str]) -> LiveReads:
     """One pipelined round trip on the API's asyncio Redis client (the event loop never waits on Redis)."""
     async with svc.aredis.pipeline(transaction=False) as pipe:
-        for cid in customer_ids:
-            pipe.hmget(profile_key(cid), list(FEATURES))
-        pipe.hvals(feature_store.WATERMARK_KEY)
+        _queue_reads(pipe, customer_ids)
         *rows, marks = await pipe.execute()
     return LiveReads(rows, marks)
+
+
+def read_live_sync(svc: Services, customer_ids: Sequence[str]) -> LiveReads:
+    """`read_live` on the sync client, for a batch on a thread: parsing 40,000 replies is ~2x
+    cheaper there than through the asyncio client."""
+    with svc.redis.pipeline(transaction=False) as pipe:
+        _queue_reads(pipe, customer_ids)
+        *rows, marks = pipe.execute()
+    return LiveReads(rows, marks)
+
+
+def score_batch(svc: Services, items: Sequence[PredictRequest]) -> list[Prediction]:
+    """Read and score a batch (on a thread)."""
+    return score(svc, items, read_live_sync(svc, [cast(str, i.customer_id) for i in items if i.features is None]))
 
 
 def live_matrix(customer_ids: Sequence[str], rows: Sequence[Sequence[bytes | None]]) -> F64:
@@ -116,7 +135,7 @@ async def predict_batch(body: BatchRequest, svc: Svc) -> Response:
             status.HTTP_422_UNPROCESSABLE_CONTENT,
             f"at most {svc.settings.api_max_batch} items per batch, got {len(body.items)}",
         )
-    predictions = await svc.run(score, svc, body.items, await _live(svc, body.items))
+    predictions = await svc.run(score_batch, svc, body.items)
     return json_body(BatchResponse(predictions=predictions, model_version=predictions[0].model_version))
 
 
