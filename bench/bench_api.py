@@ -85,6 +85,7 @@ import orjson
 import psutil
 import redis
 from bench_risk import SEED, START, load, prepare
+from machine_info import cpu_model
 
 from equilibrate.features.compute import FEATURES
 from equilibrate.ops.child import spawn, stop
@@ -779,12 +780,6 @@ async def _sequential_http(port: int, scenarios: Sequence[Scenario]) -> dict[str
 
 
 # -- main ------------------------------------------------------------------------------------------
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def _source() -> dict[str, Any]:
@@ -1052,7 +1047,7 @@ def main() -> int:
         print(f"WARNING: the package changed while measuring: {source} -> {after}")
     result["machine"] = {
         "nproc": os.cpu_count(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         **{name: _version(name) for name in ("fastapi", "starlette", "uvicorn", "pydantic", "redis", "hiredis")},

@@ -73,6 +73,7 @@ from unittest import mock
 
 import redis
 from bench_risk import SEED, START, load, prepare
+from machine_info import cpu_model
 
 from equilibrate.alert import audit_queue
 from equilibrate.alert.audit_log import AuditLog
@@ -544,14 +545,6 @@ def _stats(times: list[float]) -> dict[str, Any]:
     }
 
 
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
 def _version(package: str) -> str | None:
     try:
         return importlib.metadata.version(package)
@@ -678,7 +671,7 @@ def main() -> int:
         "git": git,
         "machine": {
             "nproc": os.cpu_count(),
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
             "python": platform.python_version(),
             "platform": platform.platform(),
             "streamlit": _version("streamlit"),

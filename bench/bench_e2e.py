@@ -89,7 +89,6 @@ from bench_risk import (
     Traffic,
     Watch,
     _busy_s,
-    _cpu_model,
     _cpu_s,
     _env,
     _percentiles,
@@ -98,6 +97,7 @@ from bench_risk import (
     load,
     prepare,
 )
+from machine_info import cpu_model
 
 from equilibrate.features import store
 from equilibrate.kafka.broker import start_broker
@@ -658,7 +658,7 @@ def main() -> int:
         },
         "machine": {
             "nproc": os.cpu_count(),
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
             "python": platform.python_version(),
             "platform": platform.platform(),
             "numpy": importlib.metadata.version("numpy"),

@@ -20,6 +20,8 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from machine_info import cpu_model
+
 from equilibrate.kafka.broker import start_broker
 from equilibrate.kafka.topics import ensure_topics
 from equilibrate.kafka.transport import make_producer
@@ -33,16 +35,6 @@ from equilibrate.sources.simulator import Simulator
 
 TARGET_EVENTS_PER_S = 50_000
 RESULTS = Path(__file__).parent / "results" / "produce.json"
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _produce(settings: Settings, sim: Simulator, days: int) -> tuple[int, int, float]:
@@ -114,7 +106,7 @@ def main() -> int:
         "target_events_per_s": TARGET_EVENTS_PER_S,
         "machine": {
             "nproc": os.cpu_count(),
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
             "python": platform.python_version(),
             "platform": platform.platform(),
             "numpy": importlib.metadata.version("numpy"),

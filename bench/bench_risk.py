@@ -70,6 +70,7 @@ from unittest import mock
 import numpy as np
 import orjson
 import redis
+from machine_info import cpu_model
 
 import equilibrate.risk.engine as risk_engine
 from equilibrate.features import store
@@ -557,12 +558,6 @@ def _overlaps(p: Probe, sweeps: list[tuple[int, float, float]]) -> bool:
 
 
 # -- main ---------------------------------------------------------------------------------------
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def _ms(value: float | None) -> str:
@@ -678,7 +673,7 @@ def main() -> int:
             }
             result["machine"] = {
                 "nproc": os.cpu_count(),
-                "cpu": _cpu_model(),
+                "cpu": cpu_model(),
                 "python": platform.python_version(),
                 "platform": platform.platform(),
                 "numpy": importlib.metadata.version("numpy"),

@@ -90,7 +90,8 @@ from bench_dashboard import (
     apptest_pass,
     settings_env,
 )
-from bench_risk import SEED, START, Population, _cpu_model, _cpu_s, _stats, prepare
+from bench_risk import SEED, START, Population, _cpu_s, _stats, prepare
+from machine_info import cpu_model
 
 from equilibrate.alert import audit_queue
 from equilibrate.alert.audit_log import AuditLog
@@ -774,7 +775,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "git": git,
         "machine": {
             "nproc": os.cpu_count(),
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
             "python": sys.version.split()[0],
             "redis_server": redis_version,
             "streamlit": _version("streamlit"),

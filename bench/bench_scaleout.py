@@ -73,6 +73,7 @@ from typing import Any
 
 import orjson
 import redis
+from machine_info import cpu_model
 
 from equilibrate.features import store
 from equilibrate.features.compute import FEATURES
@@ -650,12 +651,6 @@ def _checked(run: Run, pop: Population, redis_port: int) -> dict[str, Any]:
 
 
 # -- report -------------------------------------------------------------------------------------
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def _rates(run: dict[str, Any]) -> str:
@@ -800,7 +795,7 @@ def main() -> int:
     }
     result["machine"] = {
         "nproc": os.cpu_count(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "loadavg_1m_at_start": load_at_start,  # the machine is shared: anything else running shows here

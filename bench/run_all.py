@@ -27,6 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from machine_info import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 README = ROOT / "README.md"
@@ -81,14 +83,8 @@ def run(bench: Bench) -> dict[str, Any]:
 
 
 def _machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
     memory_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"{os.cpu_count()} vCPU ({cpu}), {memory_gb:.0f} GB RAM, Python {platform.python_version()}"
+    return f"{os.cpu_count()} vCPU ({cpu_model()}), {memory_gb:.0f} GB RAM, Python {platform.python_version()}"
 
 
 def _commit() -> str:
