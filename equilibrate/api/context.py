@@ -33,9 +33,9 @@ from equilibrate.settings import Settings
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
-#: Threads the hot routes' Redis reads and scoring run on, per process. Few on purpose: the work is
-#: CPU-bound under the GIL, and with FastAPI's 40 threads a burst had dozens of handlers taking the
-#: GIL from each other (CPU per request doubled under load).
+#: Threads a batch's reads and scoring run on, per process (`Services.run`). Few on purpose: the
+#: work is CPU-bound under the GIL, and with FastAPI's 40 threads a burst had dozens of handlers
+#: taking the GIL from each other (CPU per request doubled under load).
 HANDLER_THREADS = 2
 DEV_KEY = ApiKey("dev", "development", ("read", "write"), "", "")
 

@@ -62,9 +62,14 @@ def read_live_sync(svc: Services, customer_ids: Sequence[str]) -> LiveReads:
     return LiveReads(rows, marks)
 
 
+def _by_id(items: Sequence[PredictRequest]) -> list[str]:
+    """The customer ids of the items to score from live features (those without a payload), in order."""
+    return [cast(str, i.customer_id) for i in items if i.features is None]
+
+
 def score_batch(svc: Services, items: Sequence[PredictRequest]) -> list[Prediction]:
     """Read and score a batch (on a thread)."""
-    return score(svc, items, read_live_sync(svc, [cast(str, i.customer_id) for i in items if i.features is None]))
+    return score(svc, items, read_live_sync(svc, _by_id(items)))
 
 
 def live_matrix(customer_ids: Sequence[str], rows: Sequence[Sequence[bytes | None]]) -> F64:
@@ -87,12 +92,12 @@ def score(svc: Services, items: Sequence[PredictRequest], live: LiveReads) -> li
     matrix = np.empty((len(items), len(FEATURES)), dtype=np.float64)
     by_id = [n for n, i in enumerate(items) if i.features is None]
     if by_id:
-        matrix[by_id] = live_matrix([cast(str, items[n].customer_id) for n in by_id], live.rows)
+        matrix[by_id] = live_matrix(_by_id(items), live.rows)
     given = [n for n, i in enumerate(items) if i.features is not None]
     if given:
         matrix[given] = [_ROW(cast(dict[str, float], items[n].features)) for n in given]
     columns = {f: matrix[:, j] for j, f in enumerate(FEATURES)}
-    mark = max((int(v) for v in live.marks), default=None)
+    mark = feature_store.watermark_of(live.marks)
     as_of = np.full(len(items), mark if mark is not None else int(time.time() * 1000), dtype=np.int64)
     ids = [i.customer_id or "" for i in items]
     a = assess(ids, columns, as_of, svc.rules, svc.policy, model=svc.models.current(), rules_version=svc.rules_version)
@@ -111,10 +116,6 @@ def score(svc: Services, items: Sequence[PredictRequest], live: LiveReads) -> li
     ]
 
 
-async def _live(svc: Services, items: Sequence[PredictRequest]) -> LiveReads:
-    return await read_live(svc, [cast(str, i.customer_id) for i in items if i.features is None])
-
-
 # Redis is read on the event loop with the asyncio client; one customer's scoring (about a
 # millisecond of CPU) runs on the loop too: handing it to a thread cost more than the work under
 # load (threads taking the GIL from each other and from the loop). A batch's scoring (tens of
@@ -124,7 +125,7 @@ async def _live(svc: Services, items: Sequence[PredictRequest]) -> LiveReads:
 @router.post("/predict", response_model=Prediction, dependencies=READ)
 async def predict(body: PredictRequest, svc: Svc) -> Response:
     """Score one customer from a feature payload, or by id from the live features in Redis."""
-    return json_body(score(svc, [body], await _live(svc, [body]))[0])
+    return json_body(score(svc, [body], await read_live(svc, _by_id([body])))[0])
 
 
 @router.post("/predict/batch", response_model=BatchResponse, dependencies=READ)

@@ -68,7 +68,11 @@ def load_states(client: redis.Redis, customer_ids: Sequence[str]) -> list[bytes 
 
 def watermark_ms(client: redis.Redis) -> int | None:
     """The stream watermark: the newest event time any partition has delivered."""
-    values = client.hvals(WATERMARK_KEY)
+    return watermark_of(client.hvals(WATERMARK_KEY))
+
+
+def watermark_of(values: Iterable[bytes | str]) -> int | None:
+    """The watermark from the values of WATERMARK_KEY (one per partition), for a caller that read them."""
     return max((int(v) for v in values), default=None)
 
 
