@@ -657,7 +657,7 @@ async def _in_process(settings: Settings, work: Workload, with_customers: bool) 
     import httpx
 
     from equilibrate.alert.cases import open_key
-    from equilibrate.api import routes_customers, routes_scoring
+    from equilibrate.api import routes_customers, scoring
     from equilibrate.api.app import create_app
     from equilibrate.api.context import Services
     from equilibrate.api.schemas import BatchRequest, BatchResponse, PredictRequest
@@ -691,37 +691,37 @@ async def _in_process(settings: Settings, work: Workload, with_customers: bool) 
             steps["customer.build_view"] = _timed(n_calls, lambda n: routes_customers.customer_view(ids[0], raw, case))
             view = routes_customers.customer_view(ids[0], raw, case)
             steps["customer.response_json"] = _timed(n_calls, lambda n: view.model_dump_json())
-        steps["predict.redis_reads"] = await _timed_async(n_calls, lambda n: routes_scoring.read_live(svc, [ids[n]]))
+        steps["predict.redis_reads"] = await _timed_async(n_calls, lambda n: scoring.read_live(svc, [ids[n]]))
         steps["predict.assess_one"] = _timed(n_calls, lambda n: one_assess(n, feats[n % len(feats)]))
         req_id = [PredictRequest(customer_id=cid) for cid in ids[:n_calls]]
         req_f = [PredictRequest(features=f) for f in feats[:n_calls]]
         steps["predict.request_validate_features"] = _timed(
             n_calls, lambda n: PredictRequest.model_validate_json(orjson.dumps({"features": feats[n % len(feats)]}))
         )
-        lives = [await routes_scoring.read_live(svc, [ids[n]]) for n in range(n_calls)]
-        no_ids = await routes_scoring.read_live(svc, [])
-        steps["predict.score_by_id"] = _timed(n_calls, lambda n: routes_scoring.score(svc, [req_id[n]], lives[n]))
-        steps["predict.score_features"] = _timed(n_calls, lambda n: routes_scoring.score(svc, [req_f[n]], no_ids))
-        pred = routes_scoring.score(svc, [req_id[0]], lives[0])[0]
+        lives = [await scoring.read_live(svc, [ids[n]]) for n in range(n_calls)]
+        no_ids = await scoring.read_live(svc, [])
+        steps["predict.score_by_id"] = _timed(n_calls, lambda n: scoring.score(svc, [req_id[n]], lives[n]))
+        steps["predict.score_features"] = _timed(n_calls, lambda n: scoring.score(svc, [req_f[n]], no_ids))
+        pred = scoring.score(svc, [req_id[0]], lives[0])[0]
         steps["predict.response_json"] = _timed(n_calls, lambda n: pred.model_dump_json())
         big = [PredictRequest(customer_id=ids[k % len(ids)]) for k in range(BATCH)]
         big_f = [PredictRequest(features=feats[k % len(feats)]) for k in range(BATCH)]
         big_ids = [ids[k % len(ids)] for k in range(BATCH)]
-        steps["batch.redis_reads_1000"] = await _timed_async(20, lambda n: routes_scoring.read_live(svc, big_ids))
-        live = await routes_scoring.read_live(svc, big_ids)
-        rows = routes_scoring.live_matrix(big_ids, live.rows)
+        steps["batch.redis_reads_1000"] = await _timed_async(20, lambda n: scoring.read_live(svc, big_ids))
+        live = await scoring.read_live(svc, big_ids)
+        rows = scoring.live_matrix(big_ids, live.rows)
         cols = {f: rows[:, j] for j, f in enumerate(FEATURES)}
         as_of = np.full(len(rows), int(time.time() * 1000), dtype=np.int64)
         steps["batch.assess_1000"] = _timed(
             20, lambda n: assess(big_ids, cols, as_of, svc.rules, svc.policy, model=model)
         )
-        steps["batch.score_1000_by_id"] = _timed(20, lambda n: routes_scoring.score(svc, big, live))
-        steps["batch.score_1000_features"] = _timed(20, lambda n: routes_scoring.score(svc, big_f, no_ids))
+        steps["batch.score_1000_by_id"] = _timed(20, lambda n: scoring.score(svc, big, live))
+        steps["batch.score_1000_features"] = _timed(20, lambda n: scoring.score(svc, big_f, no_ids))
         batch_body = orjson.dumps({"items": [{"features": f} for f in (feats * (BATCH // len(feats) + 1))[:BATCH]]})
         steps["batch.request_validate_features_1000"] = _timed(
             20, lambda n: BatchRequest.model_validate_json(batch_body)
         )
-        answer = BatchResponse(predictions=routes_scoring.score(svc, big, live), model_version=pred.model_version)
+        answer = BatchResponse(predictions=scoring.score(svc, big, live), model_version=pred.model_version)
         steps["batch.response_json_1000"] = _timed(20, lambda n: answer.model_dump_json())
 
         # The whole app, no sockets; sync dependencies, handlers and response validation each take a

@@ -20,9 +20,11 @@ from pydantic import BaseModel
 from equilibrate.alert.actions import CaseActions
 from equilibrate.alert.audit_log import AuditLog
 from equilibrate.alert.proposer import Proposer
+from equilibrate.api.coalescing import Coalescer
 from equilibrate.api.keys import ApiKey, KeyStore
 from equilibrate.api.limits import RateLimiter
 from equilibrate.api.metrics import RequestMetrics
+from equilibrate.api.schemas import Prediction, PredictRequest
 from equilibrate.errors import ConfigError
 from equilibrate.model import registry
 from equilibrate.model.registry import Model
@@ -98,6 +100,8 @@ class Services:
     rules_version: str
     metrics: RequestMetrics = field(default_factory=RequestMetrics)
     limiter: anyio.CapacityLimiter | None = None  # made by the first `run`, inside the event loop
+    #: /predict's scoring, its calls coalesced (set by the app's lifespan: it needs these services)
+    predict_one: Coalescer[PredictRequest, Prediction] = field(init=False)
 
     async def run(self, fn: Callable[[*Ts], T], *args: *Ts) -> T:
         """`fn(*args)` on one of HANDLER_THREADS threads, off the event loop."""

@@ -24,6 +24,13 @@ class RequestMetrics:
         self.counts: dict[tuple[str, str, int], int] = defaultdict(int)
         self.buckets: dict[tuple[str, str], list[int]] = {}
         self.sums: dict[tuple[str, str], float] = defaultdict(float)
+        self.predict_passes = 0  # /predict scoring passes, and the calls they answered (coalescing)
+        self.predict_calls = 0
+
+    def observe_pass(self, calls: int) -> None:
+        with self.lock:
+            self.predict_passes += 1
+            self.predict_calls += calls
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         with self.lock:
@@ -43,6 +50,7 @@ class RequestMetrics:
                 "counts": [[m, r, s, n] for (m, r, s), n in self.counts.items()],
                 "buckets": [[m, r, list(c)] for (m, r), c in self.buckets.items()],
                 "sums": [[m, r, v] for (m, r), v in self.sums.items()],
+                "predict": [self.predict_passes, self.predict_calls],
             }
 
     def add(self, snapshot: Mapping[str, Any]) -> None:
@@ -56,6 +64,9 @@ class RequestMetrics:
                     self.buckets[(m, r)] = [a + int(b) for a, b in zip(mine, c, strict=True)]
             for m, r, v in snapshot["sums"]:
                 self.sums[(m, r)] += float(v)
+            passes, calls = snapshot.get("predict", (0, 0))
+            self.predict_passes += int(passes)
+            self.predict_calls += int(calls)
 
     def render(self) -> Iterable[str]:
         with self.lock:
@@ -73,6 +84,12 @@ class RequestMetrics:
                 yield f"equilibrate_api_request_seconds_bucket{_labels(base | {'le': '+Inf'})} {counts[-1]}"
                 yield f"equilibrate_api_request_seconds_sum{_labels(base)} {self.sums[(method, route)]:.6f}"
                 yield f"equilibrate_api_request_seconds_count{_labels(base)} {counts[-1]}"
+            yield "# HELP equilibrate_api_predict_passes_total /predict passes (calls waiting together share one)."
+            yield "# TYPE equilibrate_api_predict_passes_total counter"
+            yield f"equilibrate_api_predict_passes_total {self.predict_passes}"
+            yield "# HELP equilibrate_api_predict_calls_total /predict calls answered by those passes."
+            yield "# TYPE equilibrate_api_predict_calls_total counter"
+            yield f"equilibrate_api_predict_calls_total {self.predict_calls}"
 
 
 def gauge(name: str, help_text: str, values: Mapping[tuple[tuple[str, str], ...], float]) -> Iterable[str]:

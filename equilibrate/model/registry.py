@@ -75,11 +75,22 @@ class Model:
         return shap[:, :-1].astype(np.float64)
 
     def score(self, x: F64) -> tuple[F64, F64]:
-        """(calibrated probabilities, TreeSHAP values) from one DMatrix: what the risk engine writes."""
+        """(calibrated probabilities, TreeSHAP values): what the risk engine and the API give.
+
+        For a logistic model the probability comes from the SHAP values themselves: with the bias
+        they add up to the model's margin (TreeSHAP's local accuracy), so one TreeSHAP pass gives
+        both, and the reasons explain exactly the score shown. That saves a second prediction
+        (~0.15 ms of fixed cost per call, most of a one-customer score); it differs from
+        `predict` by float32 rounding (< 1e-6).
+        """
         matrix = self._dmatrix(x)
-        probs = self.calibrator(self.booster.predict(matrix, validate_features=False).astype(np.float64))
         shap: F64 = self.booster.predict(matrix, pred_contribs=True, validate_features=False)
-        return probs, shap[:, :-1].astype(np.float64)
+        if self.card.get("params", {}).get("objective") == "binary:logistic":
+            margin = shap.sum(axis=1, dtype=np.float64)
+            raw: F64 = 1.0 / (1.0 + np.exp(-margin))
+        else:
+            raw = self.booster.predict(matrix, validate_features=False).astype(np.float64)
+        return self.calibrator(raw), shap[:, :-1].astype(np.float64)
 
 
 def new_version(registry: Path, data_hash: str, now: datetime | None = None) -> str:

@@ -69,10 +69,14 @@ class Assessment:
         return texts
 
     @cached_property
+    def top_reasons(self) -> list[list[str]]:
+        """Each customer's TOP_REASONS reasons as sentences: the model's when it scored, else the rules'."""
+        table = self.model_reasons if self.model_reasons is not None else self.rule_reasons
+        return [[r.text for r in reasons[:TOP_REASONS]] for reasons in table]
+
+    @cached_property
     def reasons_texts(self) -> list[str]:
-        if self.model_reasons is not None:
-            return ["; ".join(r.text for r in reasons[:TOP_REASONS]) for reasons in self.model_reasons]
-        return ["; ".join(r.text for r in reasons[:TOP_REASONS]) if reasons else "" for reasons in self.rule_reasons]
+        return ["; ".join(texts) for texts in self.top_reasons]
 
     def hardship_type(self, i: int) -> str:
         return self.hardship_types[i]

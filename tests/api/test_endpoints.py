@@ -190,12 +190,12 @@ def test_production_refuses_an_open_configuration(api: Api) -> None:
 
 
 def test_no_stack_trace_leaks(api: Api, http: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    from equilibrate.api import routes_scoring
+    from equilibrate.api import scoring
 
     def broken(*_args: object, **_kwargs: object) -> object:
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(routes_scoring, "assess", broken)
+    monkeypatch.setattr(scoring, "assess", broken)
     answer = http.post(f"{V1}/predict", json={"customer_id": top_customer(api)}, headers=auth(api.reader))
     assert answer.status_code == 500 and answer.json()["error"] == "internal error" and "secret" not in answer.text
 
@@ -205,4 +205,8 @@ def test_a_redis_that_does_not_answer_is_a_503_not_a_crash(api: Api) -> None:
         answer = down.get(f"{V1}/customers/C0000001")
         assert answer.status_code == 503 and answer.headers["Retry-After"] == "5"
         assert "Redis" in answer.json()["error"] and "Traceback" not in answer.text
+        one = {"customer_id": "C0000001"}
+        for path, body in (("predict", one), ("predict/batch", {"items": [one]})):
+            scored = down.post(f"{V1}/{path}", json=body)
+            assert scored.status_code == 503 and "Redis" in scored.json()["error"], path
         assert down.get(f"{V1}/ready").status_code == 503

@@ -59,6 +59,10 @@ def test_the_registry_round_trip_gives_the_same_predictions(trained: Trained) ->
     again = registry.load(reg, model.version)
     assert np.array_equal(model.predict(x), again.predict(x))
     assert ((model.predict(x) >= 0) & (model.predict(x) <= 1)).all()
+    # scoring takes the probability from the SHAP values' sum: the same as predicting, to float32 rounding
+    probs, shap = model.score(x)
+    assert np.allclose(probs, model.predict(x), atol=1e-6, rtol=0)
+    assert np.array_equal(shap, model.contributions(x))
     with pytest.raises(ConfigError, match="no model"):
         registry.set_current(reg, "xgb-missing")
     assert registry.current_version(reg) == trained.run.version
