@@ -153,9 +153,9 @@ class Settings(BaseSettings):
     api_idempotency_ttl_s: int = Field(default=86_400, ge=60, le=2_592_000)
     #: Debug responses (never in production).
     api_debug: bool = False
-    #: API processes on API_PORT (uvicorn workers; the kernel spreads connections). With more than
-    #: one, /metrics adds up this host's workers (through Redis) and each worker enforces the rate
-    #: limits on the connections it serves.
+    #: API processes on API_PORT, each with its own SO_REUSEPORT socket (the kernel spreads
+    #: connections evenly; see api/serving.py). With more than one, /metrics adds up this host's
+    #: workers (through Redis) and each worker enforces the rate limits on the connections it serves.
     api_workers: int = Field(default=1, ge=1, le=64)
 
     # --- The bank's identity in messages (policy template placeholders) ----------------------

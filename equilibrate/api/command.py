@@ -51,26 +51,19 @@ def _keys(args: argparse.Namespace, settings: Settings) -> int:
 def run(args: argparse.Namespace, settings: Settings) -> int:
     if getattr(args, "api_command", None) == "keys":
         return _keys(args, settings)
-    import uvicorn
-
     from equilibrate.api.app import create_app
 
     app = create_app(settings)  # refuses a production config that would leave the API open
     host, port = args.host or settings.api_host, args.port or settings.api_port
-    several = settings.api_workers > 1
-    if several:  # each worker builds its own app from the environment: pass on a level given here
+    if settings.api_workers > 1:
+        from equilibrate.api.serving import Workers
+
+        # each worker builds its own app from the environment: pass on a level given here
         os.environ["LOG_LEVEL"] = logging.getLevelName(logging.getLogger().level)
-        log.info("API: %d worker processes on %s:%d", settings.api_workers, host, port)
-    uvicorn.run(
-        "equilibrate.api.app:worker_app" if several else app,
-        factory=several,
-        workers=settings.api_workers if several else None,
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-    )
+        return Workers(settings.api_workers, host, port).run()
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False, server_header=False)
     return 0
 
 

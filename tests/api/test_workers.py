@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
+import socket
 from pathlib import Path
+from typing import cast
 
 import httpx
+import orjson
 
 from equilibrate.api import workers
 from equilibrate.api.metrics import RequestMetrics
@@ -22,6 +26,13 @@ def _requests_total(text: str, route: str) -> int:
     labels = r'\{method="GET",route="' + re.escape(route) + r'",status="\d+"\}'
     pattern = re.compile(r"^equilibrate_api_requests_total" + labels + r" (\d+)$")
     return sum(int(m.group(1)) for line in text.splitlines() if (m := pattern.match(line)))
+
+
+def _render(raw: bytes) -> list[str]:
+    """A worker's published counters as Prometheus lines."""
+    metrics = RequestMetrics()
+    metrics.add(orjson.loads(raw)["metrics"])
+    return list(metrics.render())
 
 
 def test_snapshots_add_up_counts_histograms_and_sums() -> None:
@@ -91,10 +102,38 @@ def test_two_worker_processes_serve_one_port_and_report_the_host(api: Api, tmp_p
             return _requests_total(httpx.get(f"{base}/metrics", timeout=5).text, ROUTE)
 
         wait_until(lambda: reported() == sent, 3 * workers.PUBLISH_S, f"/metrics to count all {sent} requests")
+
+        # each worker listens with its own socket: the kernel gave both some of the connections
+        def each() -> dict[str, int]:
+            published = cast(dict[bytes, bytes], api.redis.hgetall(workers.metrics_key()))
+            return {pid.decode(): _requests_total("\n".join(_render(raw)), ROUTE) for pid, raw in published.items()}
+
+        wait_until(lambda: sum(each().values()) == sent, 3 * workers.PUBLISH_S, "both workers' counters published")
+        assert len(each()) == 2 and all(n > 0 for n in each().values()), each()
+
+        # a worker killed outright is replaced, and the port keeps answering
+        killed = next(iter(each()))
+        os.kill(int(killed), signal.SIGKILL)
+        wait_until(lambda: api.redis.hlen(workers.metrics_key()) == 3, 60, "a new worker in place of the killed one")
+        assert up()
         log = (tmp_path / "api.log").read_text()
-        assert "2 worker processes" in log and "Traceback" not in log
+        assert "2 worker processes" in log and f"API worker {killed} exited" in log and "Traceback" not in log
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
-    # workers stopping take their counters out
-    assert api.redis.hlen(workers.metrics_key()) == 0
+    assert proc.returncode == 0
+    # workers stopping take their counters out (the killed one could not)
+    assert api.redis.hkeys(workers.metrics_key()) == [killed.encode()]
+    api.redis.delete(workers.metrics_key())
+
+
+def test_a_port_taken_by_another_program_is_one_line_and_exit_2(api: Api, tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        log = tmp_path / "api.log"
+        proc = start_component(api.settings, "api", "--port", str(port), log_path=log, extra_env={"API_WORKERS": "2"})
+        assert proc.wait(60) == 2
+    text = log.read_text()
+    assert f"cannot listen on 127.0.0.1:{port}" in text and "Traceback" not in text, text
