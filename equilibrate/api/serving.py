@@ -20,6 +20,7 @@ import multiprocessing.process
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from types import FrameType
@@ -106,9 +107,29 @@ class Workers:
     def _stop(self, signum: int, _frame: FrameType | None) -> None:
         self.stopping = True
 
+    def _claim(self) -> socket.socket | None:
+        """Hold the port for this command: SO_REUSEPORT would let a second `equilibrate api` (same
+        user) quietly share it, so the parent binds a name for it in Linux's abstract socket
+        namespace, which only one process can hold (None where there is no such namespace)."""
+        if not sys.platform.startswith("linux"):
+            return None
+        claim = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            claim.bind(f"\0equilibrate-api-{self.host}:{self.port}")
+        except OSError:
+            claim.close()
+            raise ConfigError(f"another `equilibrate api` already serves {self.host}:{self.port}") from None
+        return claim
+
     def run(self) -> int:
+        claim = self._claim()
         # The port is checked here first, so that a port in use is one line from the command.
-        listening_socket(self.host, self.port, reuse_port=True).close()
+        try:
+            listening_socket(self.host, self.port, reuse_port=True).close()
+        except ConfigError:
+            if claim is not None:
+                claim.close()
+            raise
         previous = {sig: signal.signal(sig, self._stop) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             for _ in range(self.count):
@@ -121,6 +142,8 @@ class Workers:
             self._shut_down()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            if claim is not None:
+                claim.close()
 
     def _watch(self) -> int:
         while not self.stopping:

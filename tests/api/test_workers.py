@@ -89,6 +89,13 @@ def test_two_worker_processes_serve_one_port_and_report_the_host(api: Api, tmp_p
                 return False
 
         wait_until(up, 60, "the API workers to answer")
+        # a second `equilibrate api` on the same port is refused, not let in beside the first
+        second_log = tmp_path / "second.log"
+        second = start_component(
+            api.settings, "api", "--port", str(port), log_path=second_log, extra_env={"API_WORKERS": "2"}
+        )
+        assert second.wait(60) == 2
+        assert f"another `equilibrate api` already serves 127.0.0.1:{port}" in second_log.read_text()
         # both workers publish their counters (each right after it starts)
         wait_until(lambda: len(api.redis.hkeys(workers.metrics_key())) == 2, 30, "two workers' metrics in Redis")
         customer = api.redis.srandmember(KNOWN_CUSTOMERS_KEY)
