@@ -46,7 +46,6 @@ def listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket
         sock.close()
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     sock.listen(2048)
-    sock.set_inheritable(True)
     return sock
 
 
