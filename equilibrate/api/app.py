@@ -25,6 +25,8 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialBackoff
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -111,8 +113,11 @@ def create_app(settings: Settings) -> FastAPI:
         policy = load_policy(settings.policy_file)
         rules = load_rules(settings.risk_rules_file)
         async_client = aioredis.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=3, socket_timeout=30, health_check_interval=30
-        )
+            settings.redis_url, socket_connect_timeout=3, socket_timeout=30, health_check_interval=30,
+            # once more on a new connection when Redis dropped the pooled one (a restart): a client
+            # made from a URL otherwise has no retry, and every open connection failed one request
+            retry=AsyncRetry(ExponentialBackoff(cap=0.5, base=0.05), 1),
+        )  # fmt: skip
         svc = Services(
             settings=settings,
             redis=client,

@@ -210,3 +210,21 @@ def test_a_redis_that_does_not_answer_is_a_503_not_a_crash(api: Api) -> None:
             scored = down.post(f"{V1}/{path}", json=body)
             assert scored.status_code == 503 and "Redis" in scored.json()["error"], path
         assert down.get(f"{V1}/ready").status_code == 503
+
+
+def test_scoring_reconnects_after_redis_dropped_the_api_connections(api: Api) -> None:
+    """As after a Redis restart: the API's pooled connections are gone; the next calls are answered."""
+    cid = top_customer(api)
+    with api.client() as http:
+        for path, body in (("predict", {"customer_id": cid}), ("predict/batch", {"items": [{"customer_id": cid}]})):
+            assert http.post(f"{V1}/{path}", json=body, headers=auth(api.reader)).status_code == 200
+        own = api.redis.client_id()
+        db = api.redis.connection_pool.connection_kwargs.get("db", 0)
+        others = [c["id"] for c in api.redis.client_list() if int(c["db"]) == db and int(c["id"]) != own]
+        assert others  # the API's connections, open in its pools
+        for client_id in others:
+            api.redis.client_kill_filter(_id=client_id)
+        for path, body in (("predict", {"customer_id": cid}), ("predict/batch", {"items": [{"customer_id": cid}]})):
+            answer = http.post(f"{V1}/{path}", json=body, headers=auth(api.reader))
+            assert answer.status_code == 200, (path, answer.text)
+        assert http.get(f"{V1}/customers/{cid}", headers=auth(api.reader)).status_code == 200
