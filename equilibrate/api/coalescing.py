@@ -5,12 +5,13 @@ Scoring one customer costs mostly fixed overhead (an XGBoost DMatrix and a TreeS
 the API answers sooner by scoring every /predict call waiting on the event loop in one pass than
 by scoring them one after the other.
 
-No call waits for company: the first call of a round schedules the pass for the event loop's next
-turn and joins it; every call the loop starts before that turn joins too. With the loop idle a
-pass holds one call, and the wait is one loop turn (microseconds). Under load, the calls that
-queued behind the previous pass go in the next one, at most `max_batch` in a pass so that no pass
-holds the loop for long. Each caller gets its own answer or its own exception; a pass that fails
-as a whole (Redis gone) fails each of its callers with that error.
+No call waits for company: with no pass under way, a call schedules one for the event loop's next
+turn, and every call the loop starts before that turn joins it; with the loop idle a pass holds
+one call, and the wait is one loop turn (microseconds). One pass runs at a time: the calls that
+arrive while it reads Redis and scores go in the next, so the busier the API, the more calls
+share a pass (at most `max_batch`, so that no pass holds the loop for long). Each caller gets
+its own answer or its own exception; a pass that fails as a whole (Redis gone) fails each of its
+callers with that error.
 """
 
 from __future__ import annotations
@@ -39,30 +40,35 @@ class Coalescer(Generic[In, Out]):
         self.run_batch = run_batch
         self.max_batch = max_batch
         self._waiting: list[tuple[In, asyncio.Future[Out]]] = []
-        self._scheduled = False
+        self._busy = False  # a pass is scheduled or running
         self.on_pass = on_pass  # told each pass's size (the API's metrics)
-        self._passes: set[asyncio.Task[None]] = set()  # strong references until each pass is done
+        self._pass: asyncio.Task[None] | None = None  # a strong reference to the running pass
 
     async def __call__(self, item: In) -> Out:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Out] = loop.create_future()
         self._waiting.append((item, future))
-        if not self._scheduled:
-            self._scheduled = True
+        if not self._busy:
+            self._busy = True
             loop.call_soon(self._start_pass)
         return await future
 
     def _start_pass(self) -> None:
         batch, self._waiting = self._waiting[: self.max_batch], self._waiting[self.max_batch :]
-        if self._waiting:  # more than one pass holds: the rest go on the next turn
+        batch = [(item, future) for item, future in batch if not future.done()]  # callers gone (cancelled)
+        if not batch:
+            self._next()
+            return
+        self._pass = asyncio.get_running_loop().create_task(self._run(batch))
+        self._pass.add_done_callback(lambda _task: self._next())
+
+    def _next(self) -> None:
+        """After a pass: the calls that came meanwhile make the next one."""
+        self._pass = None
+        if self._waiting:
             asyncio.get_running_loop().call_soon(self._start_pass)
         else:
-            self._scheduled = False
-        batch = [(item, future) for item, future in batch if not future.done()]  # callers gone (cancelled)
-        if batch:
-            task = asyncio.get_running_loop().create_task(self._run(batch))
-            self._passes.add(task)
-            task.add_done_callback(self._passes.discard)
+            self._busy = False
 
     async def _run(self, batch: list[tuple[In, asyncio.Future[Out]]]) -> None:
         if self.on_pass is not None:

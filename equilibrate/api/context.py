@@ -79,6 +79,7 @@ class ModelHolder:
             # process per core (API_WORKERS); XGBoost's default team of every core made each small
             # prediction spin up and wait for threads the other workers needed.
             model.booster.set_param({"nthread": 1})
+            _ = model.paths  # the TreeSHAP path table, built now rather than by the first request
             self.model = model
             log.info("API scores with model %s", version)
 

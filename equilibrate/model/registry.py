@@ -16,6 +16,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -24,13 +25,17 @@ import numpy.typing as npt
 import orjson
 
 from equilibrate.errors import ConfigError
+from equilibrate.model import treeshap
 from equilibrate.model.calibration import Calibrator
+from equilibrate.model.treeshap import PathTable
 
 F64 = npt.NDArray[np.float64]
 CURRENT = "current"
 MODEL_FILE = "model.json"
 CARD_FILE = "model_card.json"
 REFERENCE_FILE = "reference.parquet"
+#: Up to this many rows, SHAP values come from the model's path table; beyond, from XGBoost.
+SMALL_BATCH = 64
 
 
 class ModelNotFoundError(ConfigError):
@@ -49,7 +54,9 @@ class Model:
 
     def matrix(self, columns: dict[str, F64]) -> F64:
         n = len(next(iter(columns.values()))) if columns else 0
-        return np.column_stack([columns.get(f, np.full(n, np.nan)) for f in self.features]).astype(np.float64)
+        return np.column_stack([columns[f] if f in columns else np.full(n, np.nan) for f in self.features]).astype(
+            np.float64
+        )
 
     def _dmatrix(self, x: F64) -> Any:
         """The rows as XGBoost's matrix. Columns are in `features` order by construction (`matrix`),
@@ -74,23 +81,41 @@ class Model:
         shap: F64 = self.booster.predict(self._dmatrix(x), pred_contribs=True, validate_features=False)
         return shap[:, :-1].astype(np.float64)
 
+    @cached_property
+    def paths(self) -> PathTable | None:
+        """The ensemble's TreeSHAP path table (None for a logistic-free or too-deep model)."""
+        if self.card.get("params", {}).get("objective") != "binary:logistic":
+            return None
+        return treeshap.build(orjson.loads(bytes(self.booster.save_raw("json"))))
+
     def score(self, x: F64) -> tuple[F64, F64]:
         """(calibrated probabilities, TreeSHAP values): what the risk engine and the API give.
 
         For a logistic model the probability comes from the SHAP values themselves: with the bias
         they add up to the model's margin (TreeSHAP's local accuracy), so one TreeSHAP pass gives
-        both, and the reasons explain exactly the score shown. That saves a second prediction
-        (~0.15 ms of fixed cost per call, most of a one-customer score); it differs from
-        `predict` by float32 rounding (< 1e-6).
+        both, and the reasons explain exactly the score shown; it differs from `predict` by float32
+        rounding (< 1e-6). Up to SMALL_BATCH rows the SHAP values come from the path table
+        (`treeshap`, no DMatrix: 0.13 ms for one row against 0.42 ms), beyond it from XGBoost.
         """
-        matrix = self._dmatrix(x)
-        shap: F64 = self.booster.predict(matrix, pred_contribs=True, validate_features=False)
-        if self.card.get("params", {}).get("objective") == "binary:logistic":
-            margin = shap.sum(axis=1, dtype=np.float64)
-            raw: F64 = 1.0 / (1.0 + np.exp(-margin))
+        paths = self.paths if len(x) <= SMALL_BATCH else None
+        if paths is not None:  # a logistic model: paths is None otherwise
+            if x.ndim != 2 or x.shape[1] != len(self.features):
+                raise ValueError(f"expected rows of {len(self.features)} features, got shape {x.shape}")
+            shap: F64 = paths.contributions(x)
+            raw = _sigmoid(shap.sum(axis=1, dtype=np.float64))
         else:
-            raw = self.booster.predict(matrix, validate_features=False).astype(np.float64)
+            matrix = self._dmatrix(x)
+            shap = self.booster.predict(matrix, pred_contribs=True, validate_features=False)
+            if self.card.get("params", {}).get("objective") == "binary:logistic":
+                raw = _sigmoid(shap.sum(axis=1, dtype=np.float64))
+            else:
+                raw = self.booster.predict(matrix, validate_features=False).astype(np.float64)
         return self.calibrator(raw), shap[:, :-1].astype(np.float64)
+
+
+def _sigmoid(margin: F64) -> F64:
+    out: F64 = 1.0 / (1.0 + np.exp(-margin))
+    return out
 
 
 def new_version(registry: Path, data_hash: str, now: datetime | None = None) -> str:

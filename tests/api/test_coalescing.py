@@ -61,6 +61,30 @@ def test_a_lone_call_does_not_wait_and_passes_are_capped() -> None:
     assert [len(p) for p in recorder.passes] == [1, 10, 10, 5]
 
 
+def test_calls_that_arrive_while_a_pass_runs_make_the_next_pass() -> None:
+    passes: list[list[int]] = []
+
+    async def main() -> list[int]:
+        release = asyncio.Event()
+
+        async def slow(items: list[int]) -> list[int]:
+            passes.append(list(items))
+            await release.wait()  # the pass is reading Redis
+            return [n * 2 for n in items]
+
+        coalescer: Coalescer[int, int] = Coalescer(slow)
+        first = asyncio.ensure_future(coalescer(1))
+        await asyncio.sleep(0.01)  # the first pass is under way, waiting
+        later = [asyncio.ensure_future(coalescer(n)) for n in (2, 3, 4)]
+        await asyncio.sleep(0.01)
+        assert passes == [[1]]  # one pass at a time: the others wait for it
+        release.set()
+        return [await first, *[await f for f in later]]
+
+    assert asyncio.run(main()) == [2, 4, 6, 8]
+    assert passes == [[1], [2, 3, 4]]
+
+
 def test_a_failed_pass_fails_each_caller_and_the_next_pass_runs() -> None:
     async def main() -> None:
         broken = Coalescer(Recorder(fail_with=ConnectionError("Redis gone")))
