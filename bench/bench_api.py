@@ -85,7 +85,7 @@ import orjson
 import psutil
 import redis
 from bench_risk import SEED, START, load, prepare
-from machine_info import cpu_model
+from machine_info import cpu_cores, cpu_model
 
 from equilibrate.features.compute import FEATURES
 from equilibrate.ops.child import spawn, stop
@@ -375,14 +375,6 @@ def _cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
     return snap
 
 
-def _cpu_cores(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    """Cores each process kept busy between two snapshots; "other": the rest of the machine."""
-    wall = after["wall"] - before["wall"]
-    cores = {k: (after[k] - before[k]) / wall for k in before if k not in ("wall", "machine") and k in after}
-    cores["other"] = (after["machine"] - before["machine"]) / wall - sum(cores.values())
-    return {k: round(v, 2) for k, v in cores.items()}
-
-
 # -- the API's own timing (/metrics) ------------------------------------------------------------
 _SERIES = re.compile(
     r'^equilibrate_api_request_seconds_(bucket|sum|count)\{method="([^"]*)",route="([^"]*)"(?:,le="([^"]*)")?\} (\S+)$'
@@ -494,7 +486,7 @@ async def _open_loop(
     latencies = [(d - (start + i / rate)) * 1000 if not math.isnan(d) else math.inf for i, d in enumerate(done)]
     measured = latencies[first:]
     answered = [d for d in done[first:] if not math.isnan(d)]
-    cpu = _cpu_cores(cpu0, cpu1)
+    cpu = cpu_cores(cpu0, cpu1)
     per_request = {
         f"{name}_ms": round(cpu.get(name, 0.0) * seconds * 1000 / max(1, len(answered)), 2)
         for name in ("api", "load_generator")
@@ -547,7 +539,7 @@ async def _capacity(
     await asyncio.wait(tasks, timeout=TIMEOUT_S)
     for conn in conns:
         conn.close()
-    cpu = _cpu_cores(cpu0, cpu1)
+    cpu = cpu_cores(cpu0, cpu1)
     rate = answered[0] / seconds
     return {
         "connections": connections,
@@ -870,7 +862,7 @@ def _settle(pid: int, timeout: float = 60.0) -> None:
     while time.monotonic() < deadline:
         before = _cpu_snapshot({"api": pid})
         time.sleep(0.5)
-        if _cpu_cores(before, _cpu_snapshot({"api": pid}))["api"] <= 0.05:
+        if cpu_cores(before, _cpu_snapshot({"api": pid}))["api"] <= 0.05:
             break
 
 

@@ -88,8 +88,6 @@ from bench_risk import (
     Probe,
     Traffic,
     Watch,
-    _busy_s,
-    _cpu_s,
     _env,
     _percentiles,
     _probe_customers,
@@ -97,7 +95,7 @@ from bench_risk import (
     load,
     prepare,
 )
-from machine_info import cpu_model
+from machine_info import cpu_cores, cpu_model, cpu_snapshot
 
 from equilibrate.features import store
 from equilibrate.kafka.broker import start_broker
@@ -208,17 +206,6 @@ class Pipeline:
                 raise SystemExit(f"{proc.args!r} exited ({proc.returncode}) during {what}")
 
 
-def _cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
-    return {"wall": time.perf_counter(), "machine": _busy_s(), **{name: _cpu_s(pid) for name, pid in pids.items()}}
-
-
-def _cpu_cores(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    wall = after["wall"] - before["wall"]
-    cores = {k: (after[k] - before[k]) / wall for k in before if k not in ("wall", "machine")}
-    cores["other"] = (after["machine"] - before["machine"]) / wall - sum(cores.values())
-    return {k: round(v, 2) for k, v in cores.items()}
-
-
 def _slope(samples: list[Sample]) -> float:
     """Least-squares growth of the lag (events/s) over the samples."""
     if len(samples) < 3:
@@ -250,7 +237,7 @@ def run_step(pipe: Pipeline, rate: int, seconds: float, probe_rate: int, settle_
     first_probe = len(pipe.watch.probes)
     scored0 = _stats(pipe.client, STATS_KEY).get("scored", 0)
     s0 = pipe.sample()
-    sent0, cpu0 = pipe.sent, _cpu_snapshot(pipe.pids)
+    sent0, cpu0 = pipe.sent, cpu_snapshot(pipe.pids)
     start = time.perf_counter()
     end, probes_from = start + seconds, start + PROBE_DELAY_S
     done = probes_sent = 0
@@ -273,7 +260,7 @@ def run_step(pipe: Pipeline, rate: int, seconds: float, probe_rate: int, settle_
     step_samples = [s for s in pipe.samples if s.t >= start]
     s1 = pipe.sample()
     elapsed = s1.t - start
-    cpu = _cpu_cores(cpu0, _cpu_snapshot(pipe.pids))
+    cpu = cpu_cores(cpu0, cpu_snapshot(pipe.pids))
     scored1 = _stats(pipe.client, STATS_KEY).get("scored", 0)
     drained, drain_s = _settle(pipe, settle_s)
     pipe.alive(f"the {rate:,}/s step")
@@ -307,7 +294,7 @@ def run_max(pipe: Pipeline, seconds: float, backlog: int, drain_seconds: float) 
     """Unthrottled produce for `seconds` (or until the engine is `backlog` events behind), then the
     rate the feature engine drains the backlog at."""
     s0 = pipe.sample()
-    cpu0 = _cpu_snapshot(pipe.pids)
+    cpu0 = cpu_snapshot(pipe.pids)
     start = last_sample = time.perf_counter()
     while (now := time.perf_counter()) < start + seconds:
         for _ in range(CHUNK):
@@ -319,14 +306,14 @@ def run_max(pipe: Pipeline, seconds: float, backlog: int, drain_seconds: float) 
                 break
     pipe.producer.flush(60)
     s1 = pipe.sample()
-    cpu_produce = _cpu_cores(cpu0, _cpu_snapshot(pipe.pids))
+    cpu_produce = cpu_cores(cpu0, cpu_snapshot(pipe.pids))
     produce_s = s1.t - start
-    cpu0 = _cpu_snapshot(pipe.pids)
+    cpu0 = cpu_snapshot(pipe.pids)
     drain: list[Sample] = [s1]
     while drain[-1].lag > 0 and drain[-1].t - s1.t < drain_seconds:
         time.sleep(SAMPLE_S / 2)
         drain.append(pipe.sample())
-    cpu_drain = _cpu_cores(cpu0, _cpu_snapshot(pipe.pids))
+    cpu_drain = cpu_cores(cpu0, cpu_snapshot(pipe.pids))
     done = drain[-1]
     # Rate between the first and the last advance of the committed offsets (commits come a batch at
     # a time, so the span between two advances is whole batches).

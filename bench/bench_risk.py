@@ -70,7 +70,7 @@ from unittest import mock
 import numpy as np
 import orjson
 import redis
-from machine_info import cpu_model
+from machine_info import cpu_cores, cpu_model, cpu_s, cpu_snapshot
 
 import equilibrate.risk.engine as risk_engine
 from equilibrate.features import store
@@ -179,22 +179,6 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _cpu_s(pid: int) -> float:
-    """CPU seconds a process has used (user + system, reaped children included; Linux /proc)."""
-    with contextlib.suppress(OSError):
-        after_comm = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return sum(int(x) for x in after_comm[11:15]) / os.sysconf("SC_CLK_TCK")
-    return 0.0
-
-
-def _busy_s() -> float:
-    """CPU seconds the whole machine has been busy (every core; idle and iowait excluded)."""
-    with contextlib.suppress(OSError):
-        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-        return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-    return 0.0
-
-
 # -- 1. full re-score ---------------------------------------------------------------------------
 class _StepTimer:
     def __init__(self) -> None:
@@ -249,10 +233,10 @@ def rescore(settings: Settings, profile: bool, redis_pid: int) -> dict[str, Any]
         passes = {}
         for label in ("first", "unchanged"):
             before = _stats(client)
-            cpu0, redis0, t0 = time.process_time(), _cpu_s(redis_pid), time.perf_counter()
+            cpu0, redis0, t0 = time.process_time(), cpu_s(redis_pid), time.perf_counter()
             scored = engine.rescore_all()
             seconds = time.perf_counter() - t0
-            cpu, redis_cpu = time.process_time() - cpu0, _cpu_s(redis_pid) - redis0
+            cpu, redis_cpu = time.process_time() - cpu0, cpu_s(redis_pid) - redis0
             changes = _stats(client).get("level_changes", 0) - before.get("level_changes", 0)
             passes[label] = {
                 "customers": scored,
@@ -480,7 +464,7 @@ def e2e(
             sent += due
             if now >= window_start:
                 if not sent_window:
-                    sent_window, cpu0 = sent, _cpu_snapshot(pids)
+                    sent_window, cpu0 = sent, cpu_snapshot(pids)
                 if len(watch.probes) < (now - window_start) * probe_rate:
                     ix = next(candidates)
                     cid = ids[ix]
@@ -494,7 +478,7 @@ def e2e(
             watch.poll(now)
             time.sleep(0.001)
         achieved = (sent - sent_window) / (time.perf_counter() - window_start)
-        cpu = _cpu_cores(cpu0, _cpu_snapshot(pids)) if cpu0 else {}
+        cpu = cpu_cores(cpu0, cpu_snapshot(pids)) if cpu0 else {}
         producer.flush(30)
         drain_until = time.perf_counter() + 15
         while watch.outstanding and (now := time.perf_counter()) < drain_until:
@@ -532,17 +516,6 @@ def e2e(
         "features_freshness": freshness,
         "cpu_cores": cpu,  # cores each process kept busy while measuring; "other": the rest of the machine
     }
-
-
-def _cpu_snapshot(pids: dict[str, int]) -> dict[str, float]:
-    return {"wall": time.perf_counter(), "machine": _busy_s(), **{name: _cpu_s(pid) for name, pid in pids.items()}}
-
-
-def _cpu_cores(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    wall = after["wall"] - before["wall"]
-    cores = {k: (after[k] - before[k]) / wall for k in before if k not in ("wall", "machine")}
-    cores["other"] = (after["machine"] - before["machine"]) / wall - sum(cores.values())
-    return {k: round(v, 2) for k, v in cores.items()}
 
 
 def _sweep_spans(log: Path, ends: list[float], before: int, at_start: int) -> list[tuple[int, float, float]]:

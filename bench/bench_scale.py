@@ -90,8 +90,8 @@ from bench_dashboard import (
     apptest_pass,
     settings_env,
 )
-from bench_risk import SEED, START, Population, _cpu_s, _stats, prepare
-from machine_info import cpu_model
+from bench_risk import SEED, START, Population, _stats, prepare
+from machine_info import cpu_model, cpu_s
 
 from equilibrate.alert import audit_queue
 from equilibrate.alert.audit_log import AuditLog
@@ -308,7 +308,7 @@ def sweep_child(redis_pid: int) -> int:
         engine.redis.delete(LEVELS_KEY)  # forget every level: the first pass writes everything
         for label in ("first", "unchanged"):
             before = _stats(engine.redis)
-            use0, redis0, t0 = resource.getrusage(resource.RUSAGE_SELF), _cpu_s(redis_pid), time.perf_counter()
+            use0, redis0, t0 = resource.getrusage(resource.RUSAGE_SELF), cpu_s(redis_pid), time.perf_counter()
             scored = engine.rescore_all()
             seconds = time.perf_counter() - t0
             use1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -319,7 +319,7 @@ def sweep_child(redis_pid: int) -> int:
                 "customers_per_s": round(scored / seconds),
                 "level_changes_published": changes,
                 "cpu_s_engine": round(use1.ru_utime + use1.ru_stime - use0.ru_utime - use0.ru_stime, 2),
-                "cpu_s_redis": round(_cpu_s(redis_pid) - redis0, 2),
+                "cpu_s_redis": round(cpu_s(redis_pid) - redis0, 2),
                 "rss_mb_after": _status_mb(),
             }
         engine.trend_point(force=True)  # the hub's trend, as the running engine leaves it

@@ -73,7 +73,7 @@ from typing import Any
 
 import orjson
 import redis
-from machine_info import cpu_model
+from machine_info import busy_s, cpu_model
 
 from equilibrate.features import store
 from equilibrate.features.compute import FEATURES
@@ -237,14 +237,6 @@ def _cpu_s(pid: int) -> float | None:
     return None
 
 
-def _busy_s() -> float:
-    """CPU seconds the whole machine has been busy (every core; idle and iowait excluded)."""
-    with contextlib.suppress(OSError):
-        ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-        return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
-    return 0.0
-
-
 @dataclass
 class Assignment:
     at: float  # bench clock of the poll before the one that read the line (it was written after that)
@@ -349,7 +341,7 @@ class Run:
         self.note(f"SIGTERM {member.name}")
 
     def snapshot(self) -> dict[str, float]:
-        out = {"wall": time.perf_counter(), "machine": _busy_s()}
+        out = {"wall": time.perf_counter(), "machine": busy_s()}
         for name, pid in self.services.items():
             out[name] = _cpu_s(pid) or 0.0
         out["bench"] = time.process_time()
