@@ -51,6 +51,7 @@ class PathTable:
     group_feature: I64  # (paths, depth): each distinct feature's index (n_features on padding)
     phi: F64  # (paths, 2^depth, depth): SHAP value per distinct feature, for each pattern of o
     bias: float
+    outside_group: B  # (depth, paths, depth): [g] marks the splits that are not of distinct feature g
 
     def contributions(self, x: F64) -> F64:
         """SHAP values of rows `x` (rows, n_features), with the bias as the last column, like
@@ -63,11 +64,9 @@ class PathTable:
         missing = np.isnan(values)
         went_left = np.where(missing, self.default_left, went_left)
         followed = (went_left == self.left) | self.padding  # (rows, paths, depth)
-        depth = self.split_feature.shape[1]
         pattern = np.zeros((rows, len(self.phi)), dtype=np.int64)
-        for g in range(depth):
-            in_group = (self.group == g) & ~self.padding  # (paths, depth)
-            ok = np.all(followed | ~in_group, axis=2)  # all of the group's splits followed
+        for g, outside in enumerate(self.outside_group):
+            ok = np.all(followed | outside, axis=2)  # all of the group's splits followed
             pattern |= ok.astype(np.int64) << g
         paths = np.arange(len(self.phi))
         phi = self.phi[paths, pattern]  # (rows, paths, depth)
@@ -168,6 +167,8 @@ def build(model_json: dict[str, Any]) -> PathTable | None:
             left_mask[p, d], default_left[p, d], padding[p, d], group[p, d] = goes_left, dflt, False, g
         group_feature[p, : len(distinct)] = distinct
         phi[p] = _path_phi(value, zero, depth)
+    outside_group = np.stack([(group != g) | padding for g in range(depth)])
     return PathTable(
-        n_features, split_feature, threshold, left_mask, default_left, padding, group, group_feature, phi, bias
-    )
+        n_features, split_feature, threshold, left_mask, default_left, padding, group, group_feature, phi, bias,
+        outside_group,
+    )  # fmt: skip
