@@ -6,6 +6,23 @@ import logging
 import os
 import sys
 
+#: Client libraries whose own error records carry tracebacks (kafka-python logs one when a socket
+#: closes under it while a component stops): one line each, like every other record.
+LIBRARIES = ("kafka", "urllib3", "faker")
+
+
+class OneLine(logging.Filter):
+    """A library's record with an exception: the exception on the message's line, no traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.name.split(".", 1)[0] in LIBRARIES:
+            exc = record.exc_info[1]
+            record.msg = f"{record.getMessage()} ({type(exc).__name__}: {exc})"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
 
 def configure(level: str = "INFO", component: str | None = None) -> None:
     """One line per record on stderr; the component name when running under `up`."""
@@ -18,7 +35,9 @@ def configure(level: str = "INFO", component: str | None = None) -> None:
         datefmt="%H:%M:%S",
         force=True,
     )
-    for noisy in ("kafka", "urllib3", "faker"):
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(OneLine())
+    for noisy in LIBRARIES:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
     # librdkafka logs every retry; its error callbacks already report each problem once.
     logging.getLogger("equilibrate.kafka.librdkafka").setLevel(
