@@ -35,9 +35,12 @@ run, with its own Redis database (the same preload) and its own topics:
    Every 0.1 s the bench samples the feature engine's lag (events handed to the producer minus the
    offsets the engine committed in Redis, in the same transaction as the states it wrote) and the
    risk engine's backlog (customers waiting in `eq:dirty`). After the step it waits, at most
-   `--settle-seconds`, for both to drain. A step kept up when the engine consumed at least 95 % of
-   what was produced, ended at most one second of traffic behind, and drained after the step (the
-   least-squares growth of the lag over the step's second half is reported beside it). A client's
+   `--settle-seconds`, for both to drain. A step kept up when the engine ended it at most one
+   second of traffic behind, its lag did not grow over the step's second half by more than 10 % of
+   the offered rate (least-squares slope: commits come a batch at a time, so the lag is a saw
+   tooth and its end point alone says little), and it drained after the step. (An earlier rule,
+   "consumed at least 95 % by the step's end", judged the same load either way from one run to
+   the next: at 5,000/s the batch in flight alone is about 5 % of an 8 s step.) A client's
    ladder stops after its first step that did not keep up. Sustained throughput: the highest
    produce rate of a step that kept up.
 3. The max step: the producer runs unthrottled (no probes) for `--max-seconds`, or until the engine
@@ -112,14 +115,14 @@ log = logging.getLogger(__name__)
 RESULTS = Path(__file__).resolve().parent / "results" / "e2e.json"
 CLIENTS: tuple[KafkaClientName, ...] = ("confluent", "kafka-python")
 #: The load each client's freshness headline is read at (its ladder must have reached it).
-NAMED_LOAD: dict[str, int] = {"confluent": 5_000, "kafka-python": 2_500}
+NAMED_LOAD: dict[str, int] = {"confluent": 5_000, "kafka-python": 5_000}
 TARGET_P99_MS = 1000.0  # produce -> risk_level at 5,000 txn/s (issue 5)
 PARTITIONS = 4
 SAMPLE_S = 0.1  # lag sampling interval
 CHUNK = 2_000  # events produced per loop turn at most (the schedule's debt is kept, not dropped)
 PROBE_DELAY_S = 1.0  # probes start this long into a step (the previous step's tail has drained)
-KEPT_UP_CONSUMED = 0.95  # a step kept up when the engine consumed this share of what was produced,
-KEPT_UP_LAG_S = 1.0  # ended at most this many seconds of traffic behind, and drained after the step
+KEPT_UP_LAG_S = 1.0  # a step kept up when the engine ended it at most this many seconds of traffic behind,
+KEPT_UP_SLOPE = 0.10  # its lag grew over the second half by at most this share of the rate, and it drained
 
 
 def _settings(bootstrap: str, redis_port: int, db: int, client: KafkaClientName) -> Settings:
@@ -270,7 +273,7 @@ def run_step(pipe: Pipeline, rate: int, seconds: float, probe_rate: int, settle_
     slope = _slope(half)
     lags = [s.lag for s in step_samples]
     dirty = [s.dirty for s in step_samples]
-    kept_up = drained and consumed >= KEPT_UP_CONSUMED * produced and s1.lag <= KEPT_UP_LAG_S * rate
+    kept_up = drained and s1.lag <= KEPT_UP_LAG_S * rate and slope <= KEPT_UP_SLOPE * rate
     probes = pipe.watch.probes[first_probe:]
     latency = [p.latency_ms for p in probes]  # inf for a probe never seen
     return {
