@@ -43,32 +43,57 @@ def profile_key(customer_id: str) -> str:
 
 
 def register(client: redis.Redis, customers: Iterable[Mapping[str, object]], *, with_attributes: bool = True) -> int:
-    """Add customers (dicts with at least `customer_id`) to the registry; return how many were given."""
+    """Add customers (dicts with at least `customer_id`) to the registry; return how many were given.
+
+    Registering a customer again with another city, employment or name moves their index entries:
+    the values they had are read first (one round trip per batch) and their entries removed.
+    """
     count = 0
-    pipe = client.pipeline(transaction=False)
-    ids: list[str] = []
+    batch: list[tuple[str, dict[str, str]]] = []
     for row in customers:
         cid = str(row["customer_id"])
-        ids.append(cid)
+        attrs: dict[str, str] = {}
         if with_attributes:
             attrs = {k: ("" if v is None else str(v)) for k, v in row.items() if k != "customer_id"}
-            if attrs:
-                pipe.hset(profile_key(cid), mapping=attrs)  # type: ignore[arg-type]
-                for name in INDEXED:
-                    if attrs.get(name):
-                        pipe.sadd(attribute_index(name, attrs[name]), cid)
-                        pipe.sadd(values_key(name), attrs[name])
-                if attrs.get("name"):
-                    pipe.zadd(NAMES_KEY, {name_entry(attrs["name"], cid): 0})
+        batch.append((cid, attrs))
         count += 1
-        if len(ids) >= BATCH:
-            pipe.sadd(KNOWN_CUSTOMERS_KEY, *ids)
-            pipe.execute()
-            ids = []
-    if ids:
-        pipe.sadd(KNOWN_CUSTOMERS_KEY, *ids)
-    pipe.execute()
+        if len(batch) >= BATCH:
+            _register_batch(client, batch)
+            batch = []
+    if batch:
+        _register_batch(client, batch)
     return count
+
+
+def _register_batch(client: redis.Redis, batch: Sequence[tuple[str, dict[str, str]]]) -> None:
+    indexed = (*INDEXED, "name")
+    with_attrs = [(cid, attrs) for cid, attrs in batch if attrs]
+    before: list[list[bytes | None]] = []
+    if with_attrs:
+        with client.pipeline(transaction=False) as read:
+            for cid, _ in with_attrs:
+                read.hmget(profile_key(cid), indexed)
+            before = read.execute()
+    with client.pipeline(transaction=False) as pipe:
+        for (cid, attrs), old_values in zip(with_attrs, before, strict=True):
+            old = {f: v.decode() for f, v in zip(indexed, old_values, strict=True) if v}
+            pipe.hset(profile_key(cid), mapping=attrs)  # type: ignore[arg-type]
+            for name in INDEXED:
+                value = attrs.get(name)
+                if value is None:
+                    continue  # not given: the customer keeps the value they had
+                if old.get(name) and old[name] != value:
+                    pipe.srem(attribute_index(name, old[name]), cid)
+                if value:
+                    pipe.sadd(attribute_index(name, value), cid)
+                    pipe.sadd(values_key(name), value)
+            if "name" in attrs:
+                if old.get("name") and old["name"] != attrs["name"]:
+                    pipe.zrem(NAMES_KEY, name_entry(old["name"], cid))
+                if attrs["name"]:
+                    pipe.zadd(NAMES_KEY, {name_entry(attrs["name"], cid): 0})
+        pipe.sadd(KNOWN_CUSTOMERS_KEY, *(cid for cid, _ in batch))
+        pipe.execute()
 
 
 def register_ids(client: redis.Redis, customer_ids: Iterable[str]) -> int:
