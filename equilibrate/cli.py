@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "equilibrate.model.command",
     "equilibrate.alert.command",
     "equilibrate.alert.audit_command",
+    "equilibrate.alert.demo_gateway",
     "equilibrate.dashboard.command",
     "equilibrate.api.command",
     "equilibrate.sources.replay",

@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(default=5.0, gt=0, le=120)
     delivery_attempts: int = Field(default=3, ge=1, le=20)
     voice_engine: Literal["auto", "gtts", "espeak"] = "auto"
+    #: `up` with the simulator and none of SMTP_URL / SMS_WEBHOOK_URL / APP_WEBHOOK_URL set starts a
+    #: local demo gateway (`equilibrate demo-gateway`) and points the channels at it (auto); never: don't.
+    demo_gateway: Literal["auto", "never"] = "auto"
+    #: The demo gateway's ports (`up` takes free ones when these are busy).
+    demo_gateway_smtp_port: int = Field(default=2525, ge=1, le=65535)
+    demo_gateway_http_port: int = Field(default=8025, ge=1, le=65535)
 
     # --- Contact policy (equilibrate interventions) ------------------------------------------
     #: Quiet hours in the customer's local time (HH:MM): no contact from quiet_start until quiet_end.

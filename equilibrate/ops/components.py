@@ -12,6 +12,7 @@ class ComponentSpec:
     kind: str = "pipeline"  # "service" (broker, redis) starts first and must be ready before the rest
     env: dict[str, str] = field(default_factory=dict)
     oneshot: bool = False  # a job: done when it exits 0 (restarted only after a failure)
+    ports: tuple[tuple[str, int], ...] = ()  # a service is ready when each of these accepts connections
 
 
 DEMO_BACKFILL_DAYS = 180  # enough history for `model train` (temporal split with 30-day gaps)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from equilibrate.errors import ServiceUnavailableError
 from equilibrate.kafka.topics import ensure_topics
 from equilibrate.ops.child import spawn, stop
 from equilibrate.ops.components import ComponentSpec, pipeline_components
-from equilibrate.ops.net import is_loopback, port_open, wait_for_port
+from equilibrate.ops.net import free_port, is_loopback, port_open, wait_for_port
 from equilibrate.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,16 @@ def _pump(child: Child, stream: IO[bytes], out: IO[str], lock: threading.Lock, p
 
 
 class Supervisor:
-    def __init__(self, settings: Settings, specs: list[ComponentSpec], *, state_file: Path) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        specs: list[ComponentSpec],
+        *,
+        state_file: Path,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.settings = settings
+        self.env = env or {}  # given to every child, before its own spec's
         self.children = [Child(spec, _COLOURS[i % len(_COLOURS)]) for i, spec in enumerate(specs)]
         self.state_file = state_file
         self._stopping = threading.Event()
@@ -74,6 +83,7 @@ class Supervisor:
     def _start(self, child: Child) -> None:
         env = {
             **os.environ,
+            **self.env,
             **child.spec.env,
             "EQUILIBRATE_SUPERVISED": "1",
             "EQUILIBRATE_COMPONENT": child.spec.name,
@@ -145,16 +155,14 @@ class Supervisor:
         self._stopping.set()
 
     def start_services(self) -> None:
-        """Start the service children (broker, redis) and wait until they accept connections."""
+        """Start the service children (broker, redis, demo gateway) and wait until they accept connections."""
         for child in self.children:
             if child.spec.kind != "service":
                 continue
             self._start(child)
-            host, port = (
-                self.settings.bootstrap_host_port if child.spec.name == "broker" else self.settings.redis_host_port
-            )
-            if not wait_for_port(host, port, timeout=20):
-                raise ServiceUnavailableError(f"{child.spec.name} did not come up on {host}:{port}")
+            for host, port in child.spec.ports:
+                if not wait_for_port(host, port, timeout=20):
+                    raise ServiceUnavailableError(f"{child.spec.name} did not come up on {host}:{port}")
 
     def run(self) -> int:
         self._write_state()
@@ -182,8 +190,10 @@ def start_clean_if_stale(settings: Settings) -> None:
 
     The earlier run's offsets and profiles refer to events the memory-only broker no longer has,
     and a simulator with the same seed would send the same history again, counting it twice. So
-    start clean: flush the embedded Redis and move the old archive aside (nothing is deleted).
+    start clean: flush the embedded Redis and move the old archive and demo-gateway inbox aside
+    (nothing is deleted): the new run's cases start again at the first case id.
     """
+    from equilibrate.alert.demo_inbox import inbox_path
     from equilibrate.features.store import WATERMARK_KEY
     from equilibrate.storage.archive import archive_root
     from equilibrate.storage.redis_client import connect
@@ -196,6 +206,9 @@ def start_clean_if_stale(settings: Settings) -> None:
         archive = archive_root(settings)
         if archive.exists():
             archive.rename(archive.with_name(f"archive.{stamp}"))
+        inbox = inbox_path(settings.data_dir)
+        if inbox.exists():
+            inbox.rename(inbox.with_name(f"inbox.{stamp}.jsonl"))
         client.flushdb()
         log.warning(
             "the embedded broker starts empty: cleared the embedded Redis of the previous run's state "
@@ -213,7 +226,7 @@ def service_specs(settings: Settings) -> list[ComponentSpec]:
     for name, (host, port) in (("broker", settings.bootstrap_host_port), ("redis", settings.redis_host_port)):
         answering = port_open(host, port)
         if mode == "always" or (mode == "auto" and not answering and is_loopback(host)):
-            specs.append(ComponentSpec(name, (name,), kind="service"))
+            specs.append(ComponentSpec(name, (name,), kind="service", ports=((host, port),)))
         elif not answering:
             raise ServiceUnavailableError(
                 f"{name} does not answer at {host}:{port} and is not local, so it will not be started here: "
@@ -224,10 +237,53 @@ def service_specs(settings: Settings) -> list[ComponentSpec]:
     return specs
 
 
+def demo_gateway(settings: Settings, *, simulator: bool) -> tuple[ComponentSpec, dict[str, str]] | None:
+    """The demo gateway and the settings that point every channel at it, when `up` runs the demo
+    (the simulator) with no delivery channel of its own; None otherwise.
+
+    Never in API_MODE=production, and never beside a configured channel: a bank's own relay or
+    gateway is not replaced, and a half-real set-up would be confusing.
+    """
+    if settings.demo_gateway == "never" or not simulator or settings.api_mode == "production":
+        return None
+    configured = [
+        name
+        for name, value in (
+            ("SMTP_URL", settings.smtp_url),
+            ("SMS_WEBHOOK_URL", settings.sms_webhook_url),
+            ("APP_WEBHOOK_URL", settings.app_webhook_url),
+        )
+        if value
+    ]
+    if configured:
+        log.info("demo gateway not started: %s set", ", ".join(configured))
+        return None
+    host = "127.0.0.1"
+    smtp, http = (
+        port if not port_open(host, port) else free_port()
+        for port in (settings.demo_gateway_smtp_port, settings.demo_gateway_http_port)
+    )
+    secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else secrets.token_urlsafe(24)
+    env = {
+        "SMTP_URL": f"smtp://{host}:{smtp}",
+        "SMS_WEBHOOK_URL": f"http://{host}:{http}/sms",
+        "APP_WEBHOOK_URL": f"http://{host}:{http}/app",
+        "WEBHOOK_SECRET": secret,
+    }
+    argv = ("demo-gateway", "--smtp-port", str(smtp), "--http-port", str(http))
+    return ComponentSpec("demo-gateway", argv, kind="service", ports=((host, smtp), (host, http))), env
+
+
 def run(args: argparse.Namespace, settings: Settings) -> int:
     specs = service_specs(settings)
-    specs += pipeline_components(simulator=not args.no_simulator, speed=args.speed, customers=args.customers)
-    sup = Supervisor(settings, specs, state_file=settings.data_dir / "run" / "supervisor.json")
+    simulator = not args.no_simulator
+    gateway = demo_gateway(settings, simulator=simulator)
+    shared_env: dict[str, str] = {}
+    if gateway is not None:
+        specs.append(gateway[0])
+        shared_env = gateway[1]
+    specs += pipeline_components(simulator=simulator, speed=args.speed, customers=args.customers)
+    sup = Supervisor(settings, specs, state_file=settings.data_dir / "run" / "supervisor.json", env=shared_env)
     signal.signal(signal.SIGINT, sup.request_stop)
     signal.signal(signal.SIGTERM, sup.request_stop)
     started = time.monotonic()
@@ -242,12 +298,18 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     names = ", ".join(s.name for s in specs) or "nothing (broker and Redis are external)"
     log.info("up in %.1fs: %s", time.monotonic() - started, names)
     log.info(
-        "Kafka %s | Redis %s | `equilibrate status` for health | Ctrl-C stops everything",
+        "Kafka %s | Redis %s:%d | `equilibrate status` for health | Ctrl-C stops everything",
         settings.kafka_bootstrap_servers,
-        settings.redis_host_port,
+        *settings.redis_host_port,
     )
     if any(s.name == "dashboard" for s in specs):
         log.info("operations console: http://127.0.0.1:%d", settings.dashboard_port)
+    if gateway is not None:
+        log.info(
+            "approved messages go to the demo gateway (%s, %s): nothing leaves this machine",
+            shared_env["SMTP_URL"],
+            shared_env["SMS_WEBHOOK_URL"].removesuffix("/sms"),
+        )
     return sup.run()
 
 

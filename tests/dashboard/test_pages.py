@@ -8,6 +8,7 @@ from streamlit.testing.v1 import AppTest
 from equilibrate.alert import audit_queue
 from equilibrate.alert.audit_log import AuditLog
 from equilibrate.alert.cases import CaseStore
+from equilibrate.alert.demo_inbox import Inbox, InboxEntry, inbox_path
 from equilibrate.dashboard import queries
 from tests.dashboard.conftest import APP, Bank
 
@@ -93,6 +94,25 @@ def test_an_approval_in_the_intervention_center_writes_an_audit_row(bank: Bank) 
     rows = [r.record for r in AuditLog(bank.settings.data_dir).rows() if r.record.case_id == case_id]
     assert [r.action for r in rows][-1] == "approved" and rows[-1].actor == "ops:alice"
     assert audit_queue.pending(bank.redis) == 0
+
+
+def test_the_intervention_center_shows_what_the_demo_gateway_received(bank: Bank) -> None:
+    case_id = bank.cases[2]
+    path = inbox_path(bank.settings.data_dir)
+    text = "Hi Priya, we can help: call us on 0800 123 4567."
+    Inbox(path).add(InboxEntry("sms", "m-demo-1", "+447700900123", "", text, case_id, "C1", "valid"), "2026-11-23")
+    try:
+        at = AppTest.from_file(str(APP), default_timeout=60)
+        at.run()
+        at.switch_page("pages/interventions.py")
+        at.query_params["case"] = case_id
+        at.run()
+        assert not at.exception, [e.message for e in at.exception]
+        assert "As the customer received it (demo gateway)" in [h.value for h in at.subheader]
+        assert text in [t.value for t in at.text]
+        assert len(at.expander) and any("demo gateway received (1 newest)" in e.label for e in at.expander)
+    finally:
+        path.unlink()
 
 
 def test_an_edit_that_breaks_the_rules_cannot_be_approved(bank: Bank) -> None:

@@ -14,6 +14,7 @@ from equilibrate.alert.actions import CaseActions
 from equilibrate.alert.audit_log import AuditLog
 from equilibrate.alert.cases import CaseStore
 from equilibrate.alert.contact_policy import ContactRules, evaluate
+from equilibrate.alert.demo_inbox import InboxEntry, inbox_path, read_recent
 from equilibrate.alert.lifecycle import OUTCOMES, TransitionError
 from equilibrate.alert.proposals import bank_values, first_name
 from equilibrate.alert.proposer import Proposer, event_from_profile
@@ -43,6 +44,25 @@ def _label(case: dict[str, str]) -> str:
 def _now(client: object) -> datetime:
     ms = feature_store.watermark_ms(client)  # type: ignore[arg-type]
     return datetime.fromtimestamp(ms / 1000, UTC) if ms is not None else datetime.now(UTC)
+
+
+def _as_received(mine: list[InboxEntry], everything: list[InboxEntry]) -> None:
+    """What the demo gateway received (a demo with no real channel: nothing left the machine)."""
+    st.subheader("As the customer received it (demo gateway)")
+    if not mine:
+        st.caption("Nothing delivered for this case yet.")
+    for entry in mine[-3:]:
+        st.markdown(f"**{entry.channel}** to `{entry.to}` · {entry.received_at} · {entry.gateway_id}")
+        if entry.subject:
+            st.markdown(f"Subject: **{entry.subject}**")
+        st.text(entry.body)
+    with st.expander(f"Every message the demo gateway received ({len(everything)} newest)"):
+        rows = [
+            {"received": e.received_at, "channel": e.channel, "to": e.to, "case": e.case_id,
+             "subject or text": e.subject or e.body[:80], "signature": e.signature}
+            for e in reversed(everything)
+        ]  # fmt: skip
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 
 
 def main() -> None:
@@ -193,6 +213,10 @@ def main() -> None:
     if channel == "voice" and audio and Path(audio).is_file():
         st.subheader("Voice message")
         st.audio(Path(audio).read_bytes(), format="audio/wav" if audio.endswith(".wav") else "audio/mpeg")
+
+    received = read_recent(inbox_path(s.data_dir), 500)
+    if received:
+        _as_received([e for e in received if e.case_id == case_id], received)
 
     st.subheader(f"Audit history of {cid}")
     frame = _audit(str(s.data_dir))
