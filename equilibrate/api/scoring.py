@@ -26,15 +26,19 @@ F64 = npt.NDArray[np.float64]
 
 
 _ROW = operator.itemgetter(*FEATURES)
-_FIELDS = tuple(f.encode() for f in FEATURES)
+#: Read per customer: the live features, then the level the risk engine has them at (they keep it
+#: while the score clears its release point, as the engine's next write would).
+_READ = (*FEATURES, "risk_level")
+_FIELDS = tuple(f.encode() for f in _READ)
 #: hiredis's stub types its argument as a 1-tuple; it takes any number of arguments
 _pack = cast(Callable[[tuple[bytes | str, ...]], bytes], hiredis.pack_command)
 
 
 @dataclass(frozen=True)
 class LiveReads:
-    """What scoring by id reads from Redis: each customer's live features (HMGET values, in FEATURES
-    order) and the stream watermark (every partition's newest event time)."""
+    """What scoring by id reads from Redis: each customer's live features and stored level (HMGET
+    values, in FEATURES order, then risk_level) and the stream watermark (every partition's newest
+    event time)."""
 
     rows: list[list[bytes | None]]
     marks: list[bytes]
@@ -43,7 +47,7 @@ class LiveReads:
 def _queue_reads(pipe: Any, customer_ids: Sequence[str]) -> None:
     """The reads of `read_live`, onto a sync or an asyncio pipeline."""
     for cid in customer_ids:
-        pipe.hmget(profile_key(cid), list(FEATURES))
+        pipe.hmget(profile_key(cid), list(_READ))
     pipe.hvals(feature_store.WATERMARK_KEY)
 
 
@@ -103,12 +107,13 @@ def _not_seen(customer_id: str | None) -> HTTPException:
 
 
 def live_matrix(customer_ids: Sequence[str], rows: Sequence[Sequence[bytes | None]]) -> F64:
-    """The customers' live features as rows (FEATURES order); 404 for a customer the feature engine
-    has not seen. A missing or empty field reads 0."""
+    """The customers' live features as rows (FEATURES order; `rows` as read_live reads them); 404
+    for a customer the feature engine has not seen. A missing or empty field reads 0."""
+    n = len(FEATURES)
     for cid, values in zip(customer_ids, rows, strict=True):
-        if not any(values):
+        if not any(values[:n]):
             raise _not_seen(cid)
-    flat = [v or b"0" for values in rows for v in values]
+    flat = [v or b"0" for values in rows for v in values[:n]]
     # numpy parses the byte strings itself: ~10x faster than float() on each of 40,000 values
     matrix: F64 = np.array(flat, dtype=np.bytes_).astype(np.float64).reshape(len(rows), len(FEATURES))
     return matrix
@@ -131,6 +136,12 @@ def score(svc: Services, items: Sequence[PredictRequest], live: LiveReads) -> li
     as_of = np.full(len(items), mark if mark is not None else int(time.time() * 1000), dtype=np.int64)
     ids = [i.customer_id or "" for i in items]
     a = assess(ids, columns, as_of, svc.rules, svc.policy, model=svc.models.current(), rules_version=svc.rules_version)
+    if by_id:  # a customer scored by id keeps the level the engine has them at while the score allows
+        previous: list[str | None] = [None] * len(items)
+        for n, values in zip(by_id, live.rows, strict=True):
+            stored = values[len(FEATURES)]
+            previous[n] = stored.decode() if stored else None
+        a = a.held(previous, svc.policy)
     return [
         Prediction(
             customer_id=item.customer_id,
@@ -160,7 +171,7 @@ async def score_each(svc: Services, items: Sequence[PredictRequest]) -> list[Pre
     answers: list[Prediction | HTTPException | None] = []
     for item in items:
         row = next(rows) if item.features is None else None
-        if row is not None and not any(row):
+        if row is not None and not any(row[: len(FEATURES)]):
             answers.append(_not_seen(item.customer_id))
             continue
         if row is not None:

@@ -8,7 +8,7 @@ the rule score then stays beside it as the readable explanation.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from equilibrate.model.reasons import ModelReason, top_reasons_table
+from equilibrate.risk.hysteresis import hold_levels
 from equilibrate.risk.policy import Policy
 from equilibrate.risk.rules import RiskRules
 from equilibrate.risk.scoring import HardshipTable, Reason, ScoreTable, hardship_table, score_table
@@ -42,9 +43,21 @@ class Assessment:
     actions: list[str]
     model_version: str
     model_reasons: list[list[ModelReason]] | None = None  # SHAP reasons when a model scored
+    #: Each level's release point on the risk score's scale (RiskRules.release_points).
+    release: Mapping[str, float] = field(default_factory=dict)
+    #: The levels from the score alone, where `held` kept some customers higher (else None).
+    score_levels: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def held(self, previous: Sequence[str | None], policy: Policy) -> Assessment:
+        """This assessment with each customer kept at the level they were at (`previous`, in `ids`
+        order) while their score clears that level's release point; actions follow the levels."""
+        levels = hold_levels(self.levels, previous, self.risk_score, self.release)
+        if levels == self.levels:
+            return self
+        return replace(self, levels=levels, actions=_actions(policy, self.hardship, levels), score_levels=self.levels)
 
     # Per-row text, built once for the whole batch (the write path reads each several times).
     @cached_property
@@ -139,6 +152,9 @@ class Assessment:
             "recommended_action": self.actions[i],
             "scored_at": self.scored_at_texts[i],
             "model_version": self.model_version,
+            # the level the score alone gives, when the customer is kept at a higher one (release point)
+            "level_by_score": None if self.score_levels is None else self.score_levels[i],
+            "level_release_point": self.release.get(self.levels[i]),
         }
 
 
@@ -157,7 +173,8 @@ def assess(
     With a model, its calibrated probability (x 100) is the risk score and decides the level
     (rules.model_levels), and its SHAP values give the reasons; the rule score stays beside it.
     `rules_version`: `rules.version` when the caller has it already (a digest of the rules' JSON,
-    ~50 us: a cost for one customer at a time).
+    ~50 us: a cost for one customer at a time). The levels are the score's alone: `Assessment.held`
+    keeps customers at the level they were at while their score clears its release point.
     """
     table = score_table(features, rules)
     hardship = hardship_table(features, rules)
@@ -173,6 +190,7 @@ def assess(
         levels = [rules.model_level(p) for p in risk.tolist()]
         explained = top_reasons_table(model.features, shap, x)
         version = model.version
+    release = rules.release_points(model=model is not None)
     actions = _actions(policy, hardship, levels)
     return Assessment(
         list(ids),
@@ -184,6 +202,7 @@ def assess(
         actions,
         version,
         explained,
+        release,
     )
 
 

@@ -107,6 +107,7 @@ class RiskEngine:
         if a is None:
             return ScoredBatch(skipped=len(ids))
         previous = store.previous_state(self.redis, a.ids)
+        a = a.held([prev.level for prev in previous], self.policy)
         events = [
             store.change_event(a, i, prev.level)
             for i, prev in enumerate(previous)

@@ -46,6 +46,13 @@ def rules_scorer(rules: RiskRules) -> Scorer:
     return score
 
 
+def missed_payment_mask(batch: DayBatch, customers: int) -> npt.NDArray[np.bool_]:
+    """Which customers missed a payment (a failed loan or card repayment) on the batch's day."""
+    mask = np.zeros(customers, dtype=np.bool_)
+    mask[batch.customer[batch.failed & _REPAYMENT[batch.category]]] = True
+    return mask
+
+
 def day_events(batch: DayBatch) -> EventArrays:
     """A simulated day as the feature engine's event columns (what `to_arrays` makes of its JSON)."""
     return coded_events(
@@ -138,8 +145,7 @@ def evaluate(
     epoch_day = int(sim.start.timestamp()) // 86_400
     for batch in sim.days(days):
         apply_events(records, day_events(batch))
-        gone = batch.failed & _REPAYMENT[batch.category]
-        missed[batch.customer[gone], batch.day] = True
+        missed[:, batch.day] = missed_payment_mask(batch, customers)
         if batch.day in snap_days:
             as_of = np.full(customers, epoch_day + batch.day, dtype=np.int64)
             snap_levels[batch.day] = np.array(scorer(compute(records, as_of)))

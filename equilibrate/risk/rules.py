@@ -104,6 +104,20 @@ def _default_model_levels() -> dict[ModelLevel, float]:
     return {"CRITICAL": 40.0, "HIGH": 15.0, "MEDIUM": 5.0}
 
 
+class LevelRelease(BaseModel):
+    """How far below a level's threshold a customer's score must fall before they leave that level.
+
+    Without it a score hovering at a boundary flips the level, and the proposals and withdrawals
+    that follow it, from one day to the next. Entering a level needs its threshold; leaving it needs
+    the release point. 0 points / ratio 1 turn it off.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    rule_points: float = Field(default=1.0, ge=0, le=5)  # rule levels: threshold minus this many points
+    model_ratio: float = Field(default=0.8, gt=0, le=1)  # model levels: this share of the threshold
+
+
 class RiskRules(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -111,6 +125,7 @@ class RiskRules(BaseModel):
     #: With a trained model: levels from its calibrated probability (percent) of a missed payment
     #: within 30 days. Below MEDIUM: LOW.
     model_levels: dict[ModelLevel, float] = Field(default_factory=_default_model_levels)
+    level_release: LevelRelease = Field(default_factory=LevelRelease)
     signals: dict[str, Signal]
     hardship: list[HardshipRule]
 
@@ -137,6 +152,14 @@ class RiskRules(BaseModel):
             if percent >= m[name]:
                 return name
         return "LOW"
+
+    def release_points(self, *, model: bool) -> dict[str, float]:
+        """Each level's release point on the risk score's scale (0-100): below it, a customer who
+        was at that level leaves it. Rules: the risk score is the rule score x 10."""
+        r = self.level_release
+        if model:
+            return {name: value * r.model_ratio for name, value in self.model_levels.items()}
+        return {name: (value - r.rule_points) * 10.0 for name, value in self.levels.items()}
 
     def level(self, score: float) -> str:
         if score >= self.levels["HIGH"]:

@@ -228,3 +228,26 @@ def test_scoring_reconnects_after_redis_dropped_the_api_connections(api: Api) ->
             answer = http.post(f"{V1}/{path}", json=body, headers=auth(api.reader))
             assert answer.status_code == 200, (path, answer.text)
         assert http.get(f"{V1}/customers/{cid}", headers=auth(api.reader)).status_code == 200
+
+
+def test_predict_by_id_keeps_the_level_the_engine_holds(api: Api, http: TestClient) -> None:
+    """A customer scored by id keeps the level the risk engine has them at while the score clears
+    that level's release point (rules: one point under the threshold), exactly as the engine would."""
+    medium = [m.decode() for m in api.redis.smembers(level_index("MEDIUM"))]  # type: ignore[union-attr]
+    four = next(c for c in sorted(medium) if api.redis.hget(f"customer:{c}", "rule_score") == b"4")
+    lows = sorted(m.decode() for m in api.redis.smembers(level_index("LOW")))  # type: ignore[union-attr]
+    low = next(c for c in lows if api.redis.hget(f"customer:{c}", "rule_score") in (b"0", b"1"))  # < 2: below release
+    try:
+        for cid in (four, low):
+            api.redis.hset(f"customer:{cid}", "risk_level", "HIGH")  # as if the engine had them at HIGH
+        held = http.post(f"{V1}/predict", json={"customer_id": four}, headers=auth(api.reader)).json()
+        assert (held["risk_level"], held["rule_score"]) == ("HIGH", 4)  # 4 >= HIGH's release point (5 - 1)
+        assert held["recommended_action"] != "monitor"
+        dropped = http.post(f"{V1}/predict", json={"customer_id": low}, headers=auth(api.reader)).json()
+        assert dropped["risk_level"] == "LOW"
+        payload = {f: 0.0 for f in FEATURES}
+        fresh = http.post(f"{V1}/predict", json={"features": payload}, headers=auth(api.reader)).json()
+        assert fresh["risk_level"] == "LOW"  # a payload has no level to keep
+    finally:
+        api.redis.hset(f"customer:{four}", "risk_level", "MEDIUM")
+        api.redis.hset(f"customer:{low}", "risk_level", "LOW")

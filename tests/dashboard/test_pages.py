@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -10,6 +11,7 @@ from equilibrate.alert.audit_log import AuditLog
 from equilibrate.alert.cases import CaseStore
 from equilibrate.alert.demo_inbox import Inbox, InboxEntry, inbox_path
 from equilibrate.dashboard import queries
+from equilibrate.risk.keys import reasons_key
 from tests.dashboard.conftest import APP, Bank
 
 PAGES = ("home", "portfolio", "queue", "customer", "interventions", "audit", "model")
@@ -75,6 +77,25 @@ def test_customer_profile_shows_features_reasons_and_cases(bank: Bank) -> None:
     tables = [d.value for d in at.dataframe]
     assert any("days_since_salary" in t.index for t in tables)  # the behaviour table
     assert any("case_id" in t.columns and case["case_id"] in set(t["case_id"]) for t in tables)
+
+
+def test_customer_profile_says_when_a_level_is_kept_above_the_score(bank: Bank) -> None:
+    cid = str(queries.queue_page(bank.redis, queries.QueueFilter(levels=("MEDIUM",)), 1, 1).rows[0]["customer_id"])
+    key = reasons_key(cid)
+    stored = bank.redis.get(key)
+    assert isinstance(stored, bytes)
+    held = {**orjson.loads(stored), "level_by_score": "LOW", "level_release_point": 20.0}
+    bank.redis.set(key, orjson.dumps(held))
+    try:
+        at = AppTest.from_file(str(APP), default_timeout=60)
+        at.run()
+        at.switch_page("pages/customer.py")
+        at.query_params["customer"] = cid
+        at.run()
+        assert not at.exception, [e.message for e in at.exception]
+        assert any("Kept at MEDIUM: the score alone gives LOW" in i.value for i in at.info)
+    finally:
+        bank.redis.set(key, stored)
 
 
 def test_an_approval_in_the_intervention_center_writes_an_audit_row(bank: Bank) -> None:

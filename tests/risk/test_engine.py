@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 import signal
 from datetime import timedelta
 from pathlib import Path
@@ -237,3 +238,38 @@ def test_live_distress_reaches_high_through_the_pipeline(
         for proc in (risk, features):
             assert proc.wait(30) == 0
     assert "Traceback" not in (tmp_path / "risk.log").read_text(errors="replace")
+
+
+def test_a_level_is_kept_until_the_score_falls_below_its_release_point(
+    settings: Settings, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """The engine keeps a customer at the level it had them at while the score clears that level's
+    release point: no level change, no event, until it falls below it. Here the release is two rule
+    points under the threshold (a rules file of the bank's own), so HIGH (>= 5) holds down to 3."""
+    shipped = importlib.resources.files("equilibrate.risk").joinpath("rules.yaml").read_text(encoding="utf-8")
+    assert "  rule_points: 1\n" in shipped
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(shipped.replace("  rule_points: 1\n", "  rule_points: 2\n"))
+    _load(redis_client, settings, {
+        "C0000001": _history("C0000001", 100),
+        "C0000003": _history("C0000003", 100, salary_stops=55),
+    })  # fmt: skip
+    engine = _engine(settings.model_copy(update={"risk_rules_file": rules_file}))
+    engine.rescore_all()
+    steady, gap = _risk(redis_client, "C0000001"), _risk(redis_client, "C0000003")
+    assert (steady["risk_level"], steady["rule_score"]) == ("LOW", "0")
+    assert (gap["risk_level"], gap["rule_score"]) == ("MEDIUM", "3")
+    before = redis_client.xlen(CHANGES_KEY)
+
+    # As if both had been at HIGH (an earlier score): 3 clears HIGH's release point (5 - 2), 0 does not.
+    redis_client.hset(LEVELS_KEY, mapping={"C0000001": "HIGH|earlier", "C0000003": "HIGH|earlier"})
+    engine.rescore_all()
+    held = _risk(redis_client, "C0000003")
+    assert (held["risk_level"], held["rule_score"]) == ("HIGH", "3")
+    assert redis_client.sismember(level_index("HIGH"), "C0000003")
+    assert not redis_client.sismember(level_index("MEDIUM"), "C0000003")
+    explained = orjson.loads(cast(bytes, redis_client.get(reasons_key("C0000003"))))
+    assert (explained["level_by_score"], explained["level_release_point"]) == ("MEDIUM", 30.0)
+    assert _risk(redis_client, "C0000001")["risk_level"] == "LOW"
+    dropped = _changes(redis_client)[before:]
+    assert [(c["customer_id"], c["previous_level"], c["risk_level"]) for c in dropped] == [("C0000001", "HIGH", "LOW")]

@@ -93,6 +93,12 @@ def main() -> None:
 
     st.subheader("Why this score")
     explanation = detail.explanation or {}
+    by_score, release = explanation.get("level_by_score"), explanation.get("level_release_point")
+    if by_score and by_score != p.get("risk_level") and release is not None:
+        st.info(
+            f"Kept at {p.get('risk_level')}: the score alone gives {by_score}, but a customer leaves "
+            f"{p.get('risk_level')} only when the score falls below {release:g} (the level's release point)."
+        )
     reasons = pd.DataFrame(explanation.get("reasons") or [], columns=["signal", "feature", "points", "text"])
     shap = pd.DataFrame(explanation.get("model_reasons") or [], columns=["feature", "shap", "value", "text"])
     cols = st.columns(2)
