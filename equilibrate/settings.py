@@ -181,6 +181,9 @@ class Settings(BaseSettings):
     # --- History (equilibrate snapshot) ------------------------------------------------------
     snapshot_interval_s: float = Field(default=900.0, gt=0, le=86400)
     snapshot_batch: int = Field(default=5_000, ge=1, le=100_000)
+    #: Finished history days (CSV and index) more than this many event days old are deleted when a
+    #: day closes; 0 keeps every day. Your retention policy decides (about 9.6M rows a day at 100k).
+    history_retention_days: int = Field(default=0, ge=0, le=36_500)
 
     # --- Files and ports ---------------------------------------------------------------------
     data_dir: Path = Path("data")

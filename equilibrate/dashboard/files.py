@@ -58,17 +58,6 @@ def _read_history(files: Sequence[Path], columns: Sequence[str]) -> pa.Table:
     return pa.concat_tables(tables, promote_options="permissive")
 
 
-def _rotated_day(path: Path) -> str | None:
-    """The event day in a rotated file's name (customer_history-YYYY-MM-DD[.n].csv); None otherwise."""
-    name = path.name
-    if not name.startswith(ROTATED_PREFIX):
-        return None
-    try:
-        return history.day_of(name.removeprefix(ROTATED_PREFIX))
-    except ValueError:
-        return None
-
-
 def _window(data_dir: Path, limit: int) -> tuple[list[str], list[Path]]:
     """The newest `limit` days: the indexed ones, and history files of days before the index began.
 
@@ -80,7 +69,7 @@ def _window(data_dir: Path, limit: int) -> tuple[list[str], list[Path]]:
     files = history_files(data_dir, limit)
     if not indexed:
         return [], files
-    legacy = [(day, f) for f in files if (day := _rotated_day(f)) is not None and day < indexed[0]]
+    legacy = [(day, f) for f in files if (day := history.rotated_day(f.name)) is not None and day < indexed[0]]
     keep = sorted({*indexed, *(day for day, _ in legacy)})[-limit:]
     return [d for d in indexed if d in keep], [f for day, f in legacy if day in keep]
 

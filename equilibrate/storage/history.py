@@ -67,6 +67,24 @@ def day_of(stamp: str) -> str:
     return date.fromisoformat(stamp[:10]).isoformat()
 
 
+def rotated_day(name: str) -> str | None:
+    """The event day in a finished file's name (customer_history-YYYY-MM-DD[.n].csv); None otherwise."""
+    if not name.startswith(ROTATED_PREFIX) or not name.endswith(".csv"):
+        return None
+    try:
+        return day_of(name.removeprefix(ROTATED_PREFIX))
+    except ValueError:
+        return None
+
+
+def expired(day: str, today: str, keep_days: int) -> bool:
+    """Whether history of `day` is past retention on `today`: more than `keep_days` event days before
+    it (0 keeps every day)."""
+    if keep_days <= 0:
+        return False
+    return (date.fromisoformat(today) - date.fromisoformat(day)).days > keep_days
+
+
 def needs_rotation(file_day: str | None, header_ok: bool, day: str) -> bool:
     """The current file must be set aside before a pass of `day` writes to it: it holds another
     day's rows, or its columns are not today's COLUMNS (FEATURES changed, or not our file)."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,8 +49,9 @@ T = TypeVar("T")
 class HistoryWriter:
     """The current CSV and its sidecar checkpoint: append, checkpoint, rotate by event day."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *, retention_days: int = 0) -> None:
         self.data_dir = data_dir
+        self.retention_days = retention_days
         self.path = history.current_path(data_dir)
         self.state_file = history.state_path(data_dir)
         self.cp = history.Checkpoint()
@@ -104,6 +106,7 @@ class HistoryWriter:
         rotated = None
         if self.path.exists() and history.needs_rotation(self.cp.day, self.header_ok, day):
             rotated = self._rotate(self.cp.day or day)
+            self.prune(day)
         fh = self._open()
         if fh.tell() == 0:
             fh.write(history.header_line().encode())
@@ -121,6 +124,32 @@ class HistoryWriter:
         self.path.replace(target)
         log.info("history of %s closed: %s", day, target)
         return target
+
+    def prune(self, today: str) -> int:
+        """Delete finished days past retention (their CSVs and index); returns how many days went."""
+        if self.retention_days <= 0:
+            return 0
+        gone: set[str] = set()
+        for path in self.data_dir.glob(f"{history.ROTATED_PREFIX}*.csv"):
+            day = history.rotated_day(path.name)
+            if day is not None and history.expired(day, today, self.retention_days):
+                path.unlink(missing_ok=True)
+                gone.add(day)
+        root = snapshot_index.index_root(self.data_dir)
+        for folder in root.iterdir() if root.is_dir() else ():
+            try:
+                old = history.expired(history.day_of(folder.name), today, self.retention_days)
+            except ValueError:
+                continue  # not a day's folder
+            if old and folder.is_dir():
+                shutil.rmtree(folder)
+                gone.add(folder.name)
+        if gone:
+            log.info(
+                "history: deleted %d day(s) older than %d days (HISTORY_RETENTION_DAYS): %s to %s",
+                len(gone), self.retention_days, min(gone), max(gone),
+            )  # fmt: skip
+        return len(gone)
 
     def _open(self) -> BinaryIO:
         if self._fh is None:
@@ -201,7 +230,7 @@ class Snapshotter:
         self.batch = settings.snapshot_batch
         self.give_up_after = give_up_after  # how long to wait for Redis to come back (None: forever)
         self.redis: redis.Redis = connect(settings)
-        self.writer = HistoryWriter(settings.data_dir)
+        self.writer = HistoryWriter(settings.data_dir, retention_days=settings.history_retention_days)
         self.heartbeat = Heartbeat(self.redis, "snapshot", settings.heartbeat_interval_s)
         self.seen: set[str] = set()  # ids this pass has read (SSCAN may return an id twice)
         self.rows = 0

@@ -17,7 +17,8 @@ drawn from the index is the chart the CSV would give:
 
 A pass that ends twice (a crash between the index and the checkpoint) rewrites the same Parquet
 file and appends its counts again: readers keep the last line of a stamp. Days are event days (the
-stamp's), like the CSV's. Nothing here prunes: the console reads the newest days only.
+stamp's), like the CSV's. The snapshot component deletes days past HISTORY_RETENTION_DAYS (off by
+default); the console reads the newest days only.
 
 Used as a library; `python -m equilibrate.storage.snapshot_index DATA_DIR` (re)builds the index of
 every pass in the history files (after an upgrade, for the passes written before it; a pass

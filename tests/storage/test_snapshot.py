@@ -19,7 +19,7 @@ from equilibrate.ops.net import free_port
 from equilibrate.ops.stopping import StopFlag
 from equilibrate.risk.keys import RISK_FIELDS
 from equilibrate.settings import Settings
-from equilibrate.storage import customer_registry, history
+from equilibrate.storage import customer_registry, history, snapshot_index
 from equilibrate.storage.snapshot import Snapshotter
 from tests.conftest import run_cli, settings_env
 from tests.processes import wait_until
@@ -229,6 +229,40 @@ def test_the_file_rotates_when_the_watermark_reaches_the_next_day(
     current = _current(settings)
     assert _header(current) == list(history.COLUMNS)
     assert [r["snapshot_at"] for r in _rows(current)] == ["2026-03-02T00:00:05Z"] * 5
+
+
+@pytest.mark.parametrize(
+    ("day", "today", "keep", "gone"),
+    [
+        ("2026-03-01", "2026-03-04", 2, True),
+        ("2026-03-02", "2026-03-04", 2, False),  # exactly `keep` days before: kept
+        ("2026-01-01", "2026-03-04", 0, False),  # 0 keeps every day
+    ],
+)
+def test_retention_counts_event_days(day: str, today: str, keep: int, gone: bool) -> None:
+    assert history.expired(day, today, keep) is gone
+
+
+def test_rotated_day_reads_only_finished_history_files() -> None:
+    assert history.rotated_day("customer_history-2026-03-01.csv") == "2026-03-01"
+    assert history.rotated_day("customer_history-2026-03-01.2.csv") == "2026-03-01"
+    assert history.rotated_day("customer_history.csv") is None
+    assert history.rotated_day("customer_history-notes.csv") is None
+
+
+def test_days_past_retention_are_deleted_with_their_index_when_a_day_closes(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    _populate(redis_client, _ids(3))
+    snap = Snapshotter(settings.model_copy(update={"history_retention_days": 1}), StopFlag())
+    for day in range(4):  # 1 to 4 March, one pass a day
+        _set_watermark(redis_client, DAY1 + timedelta(days=day))
+        snap.run_once()
+    kept = sorted(p.name for p in settings.data_dir.glob("customer_history-*.csv"))
+    assert kept == ["customer_history-2026-03-03.csv"]  # 4 March is current; 1 and 2 March are over a day old
+    index = sorted(p.name for p in snapshot_index.index_root(settings.data_dir).iterdir())
+    assert index == ["2026-03-03", "2026-03-04"]
+    assert [r["snapshot_at"] for r in _rows(_current(settings))] == ["2026-03-04T12:00:00Z"] * 3
 
 
 def test_a_restart_keeps_the_current_files_day(settings: Settings, redis_client: redis.Redis) -> None:
