@@ -856,21 +856,40 @@ def headline(result: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def table(result: dict[str, Any]) -> Iterator[str]:
+COST_COLUMNS = (
+    "customers", "load s (total)", "Redis MB", "B / customer", "registry / features / risk B",
+    "sweep first / unchanged s", "risk engine RSS MB", "slowest page cold / warm",
+)  # fmt: skip
+
+
+def cost_rows(result: dict[str, Any]) -> list[list[str]]:
     """The cost table: one row per size (load time is the total to reach that size)."""
-    yield (
-        f"{'customers':>10} {'load s':>7} {'Redis MB':>9} {'B/cust':>7} {'registry':>9} {'features':>9} "
-        f"{'risk':>6} {'sweep 1st s':>12} {'unchanged s':>12} {'engine RSS MB':>14}   slowest page cold / warm"
-    )
+    rows = []
     for s in result["sizes"]:
         mem, sw, slow = s["memory"], s["sweep"], s["slowest_page"]
         split = mem["split_bytes_per_customer"]
-        yield (
-            f"{s['customers']:>10,} {s['load_s_cumulative']:>7.1f} {mem['total_mb']:>9,.0f} "
-            f"{mem['bytes_per_customer']:>7,} {split['registry']:>9,} {split['features']:>9,} {split['risk']:>6,} "
-            f"{sw['first']['seconds']:>12.2f} {sw['unchanged']['seconds']:>12.2f} {sw['peak_rss_mb']:>14,.0f}   "
-            f"{slow['cold']['s']:.2f} s ({slow['cold']['page']}) / {slow['warm']['s']:.2f} s ({slow['warm']['page']})"
-        )
+        rows.append([
+            f"{s['customers']:,}", f"{s['load_s_cumulative']:.1f}", f"{mem['total_mb']:,.0f}",
+            f"{mem['bytes_per_customer']:,}", f"{split['registry']:,} / {split['features']:,} / {split['risk']:,}",
+            f"{sw['first']['seconds']:.2f} / {sw['unchanged']['seconds']:.2f}", f"{sw['peak_rss_mb']:,.0f}",
+            f"{slow['cold']['s']:.2f} s ({slow['cold']['page']}) / {slow['warm']['s']:.2f} s ({slow['warm']['page']})",
+        ])  # fmt: skip
+    return rows
+
+
+def tables(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Tables for the suite's summary beside the headline rows (bench/run_all.py renders them)."""
+    days = result["setup"]["days"]
+    title = f"How cost grows with the number of customers ({days} days of history each; bench_scale.py)"
+    return [{"title": title, "columns": list(COST_COLUMNS), "rows": cost_rows(result)}]
+
+
+def table(result: dict[str, Any]) -> Iterator[str]:
+    """The cost table as fixed-width text, for the terminal."""
+    rows = [list(COST_COLUMNS), *cost_rows(result)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(COST_COLUMNS))]
+    for row in rows:
+        yield "  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True))
 
 
 def main() -> int:
@@ -894,6 +913,7 @@ def main() -> int:
         args.sizes, args.days = [2_000, 20_000], 30
     out = args.out or (Path(tempfile.gettempdir()) / "bench_scale_quick.json" if args.quick else RESULTS)
     result = run(args)
+    result["tables"] = tables(result)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     for line in table(result):

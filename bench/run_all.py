@@ -2,12 +2,14 @@
 
     make bench                                   # or: .venv/bin/python bench/run_all.py
     .venv/bin/python bench/run_all.py --only api,scaleout [--no-readme]
+    .venv/bin/python bench/run_all.py --table-only   # rewrite the tables from the recorded results
 
 Runs each benchmark of SUITE as its own process, one after another (they would share the 2 cores
 otherwise), at the suite's sizes, and each writes bench/results/<name>.json. Then the "headline"
 rows of every result (what, value, goal, met) become one Markdown table with the machine it ran on,
-written to bench/results/summary.md and between the `bench-table` markers in README.md. A benchmark
-that fails or runs over its time limit is reported and the others still run (exit code 1).
+followed by any table a result carries (bench_scale's cost at 10k / 100k / 1M customers), written
+to bench/results/summary.md and between the `bench-table` markers in README.md. A benchmark that
+fails or runs over its time limit is reported and the others still run (exit code 1).
 
 Each benchmark's own docstring says what it measures and how; bench/README.md lists them all,
 including the component benchmarks that are not part of this suite.
@@ -19,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -93,21 +96,32 @@ def _commit() -> str:
     return done.stdout.strip() or "unknown"
 
 
+def _commit_in(summary: Path) -> str:
+    """The commit an earlier summary.md names (summaries written before summary.json kept it)."""
+    found = re.search(r"at commit (\w+)", summary.read_text()) if summary.exists() else None
+    return found.group(1) if found else "unknown"
+
+
 def _cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def table(outcomes: dict[str, dict[str, Any]]) -> str:
-    """The Markdown table of every benchmark's headline rows."""
+def table(outcomes: dict[str, dict[str, Any]], *, written: str, commit: str) -> str:
+    """The Markdown table of every benchmark's headline rows, then the benchmarks' own tables."""
     lines = [
         "| Benchmark | Measure | Result | Goal |",
         "|---|---|---|---|",
     ]
+    extra: list[str] = []
     for bench in SUITE:
         if not bench.result.exists():
             lines.append(f"| {bench.name} | (no result: run `bench/run_all.py --only {bench.name}`) | | |")
             continue
         result = json.loads(bench.result.read_text())
+        for t in result.get("tables") or []:  # e.g. bench_scale's cost at each size
+            extra += ["", f"{t['title']}:", "", "| " + " | ".join(map(_cell, t["columns"])) + " |"]
+            extra.append("|" + "---|" * len(t["columns"]))
+            extra += ["| " + " | ".join(map(_cell, row)) + " |" for row in t["rows"]]
         rows = result.get("headline") or []
         if not rows:
             lines.append(f"| {bench.name} | (no headline rows in {bench.result.name}) | | |")
@@ -117,13 +131,13 @@ def table(outcomes: dict[str, dict[str, Any]]) -> str:
             if goal and met is not None:
                 goal = f"{goal} {'(met)' if met else '(**missed**)'}"
             lines.append(f"| {bench.name} | {_cell(row['metric'])} | {_cell(row['value'])} | {_cell(goal)} |")
+    lines += extra
     seconds = {name: o["seconds"] for name, o in outcomes.items()}
     took = ", ".join(f"{name} {s / 60:.1f} min" for name, s in seconds.items())
     total = sum(seconds.values())
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines += [
         "",
-        f"Table written {stamp} at commit {_commit()} on {_machine()}; the broker (embedded Tansu), Redis and "
+        f"Table written {written} at commit {commit} on {_machine()}; the broker (embedded Tansu), Redis and "
         "the load share the machine. Each result's JSON in bench/results/ has its own time and details.",
     ]
     if took:
@@ -146,32 +160,41 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default="", help="comma-separated names: " + ",".join(b.name for b in SUITE))
     parser.add_argument("--no-readme", action="store_true", help="write bench/results/summary.md only")
+    parser.add_argument(
+        "--table-only", action="store_true", help="run nothing: rewrite the tables from the results there are"
+    )
     args = parser.parse_args()
     chosen = [b for b in SUITE if not args.only or b.name in args.only.split(",")]
     unknown = set(filter(None, args.only.split(","))) - {b.name for b in SUITE}
     if unknown:
         parser.error(f"unknown benchmark(s): {', '.join(sorted(unknown))}")
+    summary_json = RESULTS / "summary.json"
+    earlier = json.loads(summary_json.read_text()) if summary_json.exists() else {}
     started = time.monotonic()
-    outcomes = {b.name: run(b) for b in chosen}
+    outcomes = {} if args.table_only else {b.name: run(b) for b in chosen}
     total = time.monotonic() - started
     # a partial run (--only) keeps the other benchmarks' last outcomes: the table shows all of them
-    summary_json = RESULTS / "summary.json"
-    earlier = json.loads(summary_json.read_text()).get("runs", {}) if summary_json.exists() else {}
     every: dict[str, dict[str, Any]] = {}
     for b in SUITE:
-        found = outcomes.get(b.name) or earlier.get(b.name)
+        found = outcomes.get(b.name) or earlier.get("runs", {}).get(b.name)
         if found:
             every[b.name] = found
-    summary = table(every)
+    if args.table_only:  # the stamp of the run that measured, not of this rewrite
+        when, commit = earlier.get("when", "unknown"), earlier.get("commit") or _commit_in(RESULTS / "summary.md")
+    else:
+        when, commit = datetime.now(UTC).isoformat(timespec="seconds"), _commit()
+    written = when.replace("T", " ")[:16] + " UTC" if "T" in when else when
+    summary = table(every, written=written, commit=commit)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "summary.md").write_text(summary)
-    summary_json.write_text(
-        json.dumps({"when": datetime.now(UTC).isoformat(timespec="seconds"), "runs": every}, indent=2) + "\n"
-    )
+    summary_json.write_text(json.dumps({"when": when, "commit": commit, "runs": every}, indent=2) + "\n")
     written = not args.no_readme and update_readme(summary)
     print("\n" + summary)
-    print(f"suite: {total / 60:.1f} min (budget {SUITE_BUDGET_S // 60} min); table in bench/results/summary.md"
-          + (" and README.md" if written else ""))  # fmt: skip
+    where = "bench/results/summary.md" + (" and README.md" if written else "")
+    if args.table_only:
+        print(f"tables rewritten from the results there are, in {where}")
+    else:
+        print(f"suite: {total / 60:.1f} min (budget {SUITE_BUDGET_S // 60} min); table in {where}")
     failed = [name for name, o in outcomes.items() if o["exit_code"] != 0]
     if failed:
         print(f"not clean: {', '.join(failed)} (see above)")
