@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -126,11 +127,22 @@ class KafkaPythonConsumer:
         self._consumer.subscribe(list(topics), listener=_Listener(self._consumer, on_assign, on_revoke))
 
     def consume(self, max_records: int, timeout: float) -> list[Record]:
-        batches = self._consumer.poll(timeout_ms=int(timeout * 1000), max_records=max_records)
+        """Up to `max_records`, gathered for at most `timeout` seconds: confluent's `consume` contract.
+
+        kafka-python's `poll` returns as soon as one fetch has records, so at a trickle each call
+        gave the engine a handful of events and it paid a whole batch's cost for each handful
+        (0.7-0.8 of a core at 1,000 events/s). Polling again until the batch is full or the time
+        is up gives it the same batches confluent does.
+        """
+        deadline = time.monotonic() + timeout
         out: list[Record] = []
-        for records in batches.values():
-            out.extend(Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp) for r in records)
-        return out
+        while True:
+            left_ms = max(0, int((deadline - time.monotonic()) * 1000))
+            batches = self._consumer.poll(timeout_ms=left_ms, max_records=max_records - len(out))
+            for records in batches.values():
+                out.extend(Record(r.topic, r.partition, r.offset, r.key, r.value, r.timestamp) for r in records)
+            if len(out) >= max_records or left_ms == 0:
+                return out
 
     def commit(self, offsets: dict[TPKey, int], *, wait: bool = True) -> None:
         if offsets:
