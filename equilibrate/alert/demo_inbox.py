@@ -13,7 +13,7 @@ import json
 import os
 import threading
 from collections import deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
@@ -129,7 +129,7 @@ class Inbox:
             if entry.message_id in self._ids:
                 return self._ids[entry.message_id], True
             gateway_id = f"demo-{len(self._ids) + 1:06d}"
-            stamped = InboxEntry(**{**asdict(entry), "received_at": received_at, "gateway_id": gateway_id})
+            stamped = replace(entry, received_at=received_at, gateway_id=gateway_id)
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 os.write(fd, (stamped.as_json() + "\n").encode("utf-8"))

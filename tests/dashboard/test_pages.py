@@ -17,11 +17,14 @@ from tests.dashboard.conftest import APP, Bank
 PAGES = ("home", "portfolio", "queue", "customer", "interventions", "audit", "model")
 
 
-def open_page(page: str) -> AppTest:
+def open_page(page: str, **query: str) -> AppTest:
+    """The console on `page`, with `query` as its address's parameters (a deep link), rendered."""
     at = AppTest.from_file(str(APP), default_timeout=60)
     at.run()
     if page != "home":
         at.switch_page(f"pages/{page}.py")
+        for name, value in query.items():
+            at.query_params[name] = value
         at.run()
     assert not at.exception, [e.message for e in at.exception]
     return at
@@ -67,12 +70,7 @@ def test_queue_filters_change_the_rows(bank: Bank) -> None:
 def test_customer_profile_shows_features_reasons_and_cases(bank: Bank) -> None:
     case = CaseStore(bank.redis).get(bank.cases[0])
     assert case is not None
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    at.run()
-    at.switch_page("pages/customer.py")
-    at.query_params["customer"] = case["customer_id"]
-    at.run()
-    assert not at.exception, [e.message for e in at.exception]
+    at = open_page("customer", customer=case["customer_id"])
     assert at.text_input(key="c-id").value == case["customer_id"]
     tables = [d.value for d in at.dataframe]
     assert any("days_since_salary" in t.index for t in tables)  # the behaviour table
@@ -87,12 +85,7 @@ def test_customer_profile_says_when_a_level_is_kept_above_the_score(bank: Bank) 
     held = {**orjson.loads(stored), "level_by_score": "LOW", "level_release_point": 20.0}
     bank.redis.set(key, orjson.dumps(held))
     try:
-        at = AppTest.from_file(str(APP), default_timeout=60)
-        at.run()
-        at.switch_page("pages/customer.py")
-        at.query_params["customer"] = cid
-        at.run()
-        assert not at.exception, [e.message for e in at.exception]
+        at = open_page("customer", customer=cid)
         assert any("Kept at MEDIUM: the score alone gives LOW" in i.value for i in at.info)
     finally:
         bank.redis.set(key, stored)
@@ -100,11 +93,7 @@ def test_customer_profile_says_when_a_level_is_kept_above_the_score(bank: Bank) 
 
 def test_an_approval_in_the_intervention_center_writes_an_audit_row(bank: Bank) -> None:
     case_id = bank.cases[0]
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    at.run()
-    at.switch_page("pages/interventions.py")
-    at.query_params["case"] = case_id
-    at.run()
+    at = open_page("interventions", case=case_id)
     approve = next(b for b in at.button if b.label == "Approve and send")
     assert approve.disabled  # no operator named yet
     at.text_input(key="operator_input").set_value("alice").run()
@@ -123,12 +112,7 @@ def test_the_intervention_center_shows_what_the_demo_gateway_received(bank: Bank
     text = "Hi Priya, we can help: call us on 0800 123 4567."
     Inbox(path).add(InboxEntry("sms", "m-demo-1", "+447700900123", "", text, case_id, "C1", "valid"), "2026-11-23")
     try:
-        at = AppTest.from_file(str(APP), default_timeout=60)
-        at.run()
-        at.switch_page("pages/interventions.py")
-        at.query_params["case"] = case_id
-        at.run()
-        assert not at.exception, [e.message for e in at.exception]
+        at = open_page("interventions", case=case_id)
         assert "As the customer received it (demo gateway)" in [h.value for h in at.subheader]
         assert text in [t.value for t in at.text]
         assert len(at.expander) and any("demo gateway received (1 newest)" in e.label for e in at.expander)
@@ -138,11 +122,7 @@ def test_the_intervention_center_shows_what_the_demo_gateway_received(bank: Bank
 
 def test_an_edit_that_breaks_the_rules_cannot_be_approved(bank: Bank) -> None:
     case_id = bank.cases[1]
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    at.run()
-    at.switch_page("pages/interventions.py")
-    at.query_params["case"] = case_id
-    at.run()
+    at = open_page("interventions", case=case_id)
     at.text_input(key="operator_input").set_value("bob").run()
     assert not next(b for b in at.button if b.label == "Approve and send").disabled  # the rendered text is fine
     body = next(t for t in at.text_area if t.key and t.key.startswith(f"ic-body-{case_id}"))
